@@ -1,0 +1,209 @@
+/**
+ * Audit event model: one hash-chained stream of events per session.
+ *
+ * Every event carries the chain fields `{ v, type, sessionId, seq, time, prevHash, hash }`
+ * plus the fields of its `type`. A session's stream is:
+ *   session.start, (auth.* | upstream.connect | statement | statement.end)*, session.end, seal
+ * `seq` counts 0,1,2... per session; `prevHash` is the previous event's `hash`
+ * (64 zeros for seq 0); `hash` is sha256 over the canonical JSON of the event
+ * without `hash` (see hash-chain.ts).
+ */
+
+/** Session ids become file names, so they are branded and restricted to a safe alphabet. */
+export type SessionId = string & { readonly __brand: 'SessionId' };
+
+const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export class AuditSessionIdError extends Error {
+  constructor(value: string, options?: { cause?: unknown }) {
+    super(`invalid session id ${JSON.stringify(value)}: expected 1-128 chars of [A-Za-z0-9._-], not starting with '.', '_' or '-'`, options);
+    this.name = 'AuditSessionIdError';
+  }
+}
+
+export function isSessionId(value: unknown): value is SessionId {
+  return typeof value === 'string' && SESSION_ID_RE.test(value);
+}
+
+export function asSessionId(value: string): SessionId {
+  if (!isSessionId(value)) throw new AuditSessionIdError(value);
+  return value;
+}
+
+export const AUDIT_EVENT_VERSION = 1 as const;
+/** prevHash of the first event of a session. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+export interface Principal {
+  issuer: string;
+  subject: string;
+  groups: string[];
+}
+
+export interface SessionStartFields {
+  protocol: 'postgres' | 'ssh';
+  source: { address: string; port: number };
+  listener: string;
+  tls: boolean;
+  /** Target the client asked for (before resolution). */
+  target: string;
+  startupUser: string;
+}
+
+export interface AuthSuccessFields {
+  principal: Principal;
+  method: 'oidc-jwt';
+}
+
+export interface AuthFailureFields {
+  /** Internal reason code. */
+  reason: string;
+  /** Operator detail; never the token. */
+  detail: string;
+  sqlstate: string;
+  claimedUser: string;
+  issuer?: string;
+  subject?: string;
+}
+
+export interface UpstreamConnectFields {
+  target: string;
+  host: string;
+  port: number;
+  database: string;
+  tls: boolean;
+  ok: boolean;
+  error?: string;
+}
+
+export type DecisionEffect = 'allow' | 'deny' | 'approval';
+
+export interface StatementDecision {
+  effect: DecisionEffect;
+  policies: string[];
+  reason?: string;
+  policyVersion?: string;
+}
+
+/** Written BEFORE the statement is forwarded upstream. */
+export interface StatementFields {
+  /** Per session, 1.. */
+  statementId: number;
+  protocol: 'simple' | 'extended';
+  text: string;
+  /** Bound parameters as text; binary ones as '\\x' + hex. */
+  params?: (string | null)[];
+  /** Opaque JSON object from the SQL classifier. */
+  classification: unknown;
+  decision: StatementDecision;
+  startedAt: string;
+}
+
+export type StatementOutcome = 'ok' | 'error' | 'denied' | 'cancelled';
+
+export interface StatementEndFields {
+  statementId: number;
+  endedAt: string;
+  durationMs: number;
+  outcome: StatementOutcome;
+  /** CommandComplete tag, e.g. 'SELECT 3'. */
+  command?: string;
+  rows?: number;
+  sqlstate?: string;
+  error?: string;
+}
+
+export type SessionEndReason =
+  | 'client_terminate'
+  | 'client_disconnect'
+  | 'upstream_closed'
+  | 'protocol_error'
+  | 'auth_failed'
+  | 'shutdown'
+  | 'error';
+
+export interface SessionEndFields {
+  reason: SessionEndReason;
+  statements: number;
+  bytesFromClient: number;
+  bytesToClient: number;
+  durationMs: number;
+}
+
+/** Last event of a session. */
+export interface SealFields {
+  /** Number of events before the seal (= the seal's seq). */
+  eventCount: number;
+  /** Hash of the event before the seal (= the seal's prevHash). */
+  lastHash: string;
+  /** base64 Ed25519 signature over sealPayload(sessionId, eventCount, lastHash). */
+  signature: string;
+  keyId: string;
+}
+
+/** Fields per event type; the single source for the unions below. */
+export interface AuditEventFieldMap {
+  'session.start': SessionStartFields;
+  'auth.success': AuthSuccessFields;
+  'auth.failure': AuthFailureFields;
+  'upstream.connect': UpstreamConnectFields;
+  statement: StatementFields;
+  'statement.end': StatementEndFields;
+  'session.end': SessionEndFields;
+  seal: SealFields;
+}
+
+export type AuditEventType = keyof AuditEventFieldMap;
+
+export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
+  'session.start',
+  'auth.success',
+  'auth.failure',
+  'upstream.connect',
+  'statement',
+  'statement.end',
+  'session.end',
+  'seal',
+];
+
+export interface ChainFields {
+  v: typeof AUDIT_EVENT_VERSION;
+  sessionId: SessionId;
+  seq: number;
+  /** ISO-8601 with milliseconds, UTC. */
+  time: string;
+  prevHash: string;
+  hash: string;
+}
+
+/** Body of one event type: `{ type } & fields`, no chain fields. */
+export type AuditEventBodyOf<T extends AuditEventType> = { type: T } & AuditEventFieldMap[T];
+
+/** Body of any event type (what chainEvent takes). */
+export type AnyAuditEventBody = { [T in AuditEventType]: AuditEventBodyOf<T> }[AuditEventType];
+
+/** Types written by the sink itself (openSession / end), not via SessionAudit.append. */
+export type LifecycleEventType = 'session.start' | 'session.end' | 'seal';
+export const LIFECYCLE_EVENT_TYPES: readonly LifecycleEventType[] = ['session.start', 'session.end', 'seal'];
+
+/** Bodies a caller may pass to SessionAudit.append. */
+export type AuditEventBody = { [T in Exclude<AuditEventType, LifecycleEventType>]: AuditEventBodyOf<T> }[Exclude<
+  AuditEventType,
+  LifecycleEventType
+>];
+
+export type AuditEventOf<T extends AuditEventType> = ChainFields & AuditEventBodyOf<T>;
+
+/** A full, chained event (discriminated on `type`). */
+export type AuditEvent = { [T in AuditEventType]: AuditEventOf<T> }[AuditEventType];
+
+/** An event before its hash is computed. */
+export type UnhashedAuditEvent = { [T in AuditEventType]: Omit<AuditEventOf<T>, 'hash'> }[AuditEventType];
+
+export function isAuditEventType(value: unknown): value is AuditEventType {
+  return typeof value === 'string' && (AUDIT_EVENT_TYPES as readonly string[]).includes(value);
+}
+
+export function isLifecycleEventType(value: unknown): value is LifecycleEventType {
+  return typeof value === 'string' && (LIFECYCLE_EVENT_TYPES as readonly string[]).includes(value);
+}

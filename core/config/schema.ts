@@ -1,0 +1,200 @@
+/**
+ * The one configuration schema of Warden, shared by the embedded default (`warden.config.yaml`) and the
+ * AWS deployment. Pure: parsing YAML and reading files happens in adapters; this module only validates.
+ */
+import { z } from 'zod';
+
+const hostName = z.string().min(1).max(253);
+const port = z.number().int().min(0).max(65535);
+const identifier = z
+  .string()
+  .regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must start with a lower-case letter and hold only a-z, 0-9, _ and - (max 63)');
+
+export const TlsListenerSchema = z
+  .object({
+    /** `self-signed`: generate (once) and use a certificate in the state folder; `files`: use certFile/keyFile; `off`: answer SSLRequest with N. */
+    mode: z.enum(['self-signed', 'files', 'off']).default('self-signed'),
+    certFile: z.string().optional(),
+    keyFile: z.string().optional(),
+  })
+  .strict()
+  .refine((t) => t.mode !== 'files' || (t.certFile && t.keyFile), {
+    message: "mode 'files' needs certFile and keyFile",
+  });
+
+export const PostgresListenerSchema = z
+  .object({
+    host: hostName.default('127.0.0.1'),
+    port: port.default(6432),
+    tls: TlsListenerSchema.default({ mode: 'self-signed' }),
+    /** Largest client message accepted, in bytes; a larger length field closes the connection with an error. */
+    maxMessageBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(64 * 1024 * 1024),
+    /** Seconds a client has to finish the startup and authentication exchange. */
+    startupTimeoutSeconds: z.number().int().min(1).max(600).default(30),
+    /**
+     * Allow the token to be sent without TLS. Only honoured when the listener is bound to a loopback
+     * address: anywhere else a cleartext token could be sniffed, so it is always refused.
+     */
+    allowCleartextOnLoopback: z.boolean().default(true),
+  })
+  .strict();
+
+export const ClaimMappingSchema = z
+  .object({
+    subject: z.string().min(1).default('sub'),
+    groups: z.string().min(1).default('groups'),
+    /** The claim that the PostgreSQL startup `user` must equal. */
+    username: z.string().min(1).default('sub'),
+  })
+  .strict();
+
+const jwsAlgorithm = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
+
+export const IssuerSchema = z
+  .object({
+    issuer: z.string().url(),
+    /** Defaults to the `jwks_uri` of the issuer's OpenID discovery document. */
+    jwksUri: z.string().url().optional(),
+    audiences: z.array(z.string().min(1)).min(1),
+    algorithms: z.array(jwsAlgorithm).min(1).default(['RS256', 'ES256', 'EdDSA']),
+    claims: ClaimMappingSchema.partial().optional(),
+  })
+  .strict();
+
+export const IdentitySchema = z
+  .object({
+    issuers: z.array(IssuerSchema).default([]),
+    clockToleranceSeconds: z.number().int().min(0).max(300).default(30),
+    maxTokenAgeSeconds: z.number().int().min(1).optional(),
+    claims: ClaimMappingSchema.default({ subject: 'sub', groups: 'groups', username: 'sub' }),
+    /** The built-in development issuer of the embedded default. Never enable it in a deployment. */
+    devIssuer: z
+      .object({
+        enabled: z.boolean().default(false),
+        host: hostName.default('127.0.0.1'),
+        port: port.default(6480),
+        audience: z.string().min(1).default('warden'),
+      })
+      .strict()
+      .default({ enabled: false, host: '127.0.0.1', port: 6480, audience: 'warden' }),
+  })
+  .strict();
+
+export const UpstreamTlsSchema = z
+  .object({
+    /** `disable`: plain TCP; `require`: TLS without certificate checks; `verify-full`: TLS, CA and host name checked. */
+    mode: z.enum(['disable', 'require', 'verify-full']).default('disable'),
+    caFile: z.string().optional(),
+    serverName: z.string().optional(),
+  })
+  .strict();
+
+export const PostgresTargetSchema = z
+  .object({
+    name: identifier,
+    kind: z.literal('postgres'),
+    host: hostName,
+    port: port.default(5432),
+    /** The database on the server; defaults to the target's name. */
+    database: z.string().min(1).optional(),
+    environment: z.enum(['development', 'staging', 'production']).default('development'),
+    /** Name of the credential in the SecretStore (local secrets file or Secrets Manager). */
+    credential: z.string().min(1),
+    tls: UpstreamTlsSchema.default({ mode: 'disable' }),
+  })
+  .strict();
+
+export const TargetSchema = z.discriminatedUnion('kind', [PostgresTargetSchema]);
+
+export const AuditSchema = z
+  .object({
+    /** Folder of the local audit trail (relative paths are relative to the state folder). */
+    dir: z.string().min(1).default('audit'),
+    /** Statements that may change anything are durable before they are forwarded. Turning this off is documented as unsafe. */
+    durableBeforeForward: z.boolean().default(true),
+    /** Read-only statements become durable within this window (group commit). */
+    readOnlyWindowMs: z.number().int().min(0).max(10_000).default(100),
+  })
+  .strict();
+
+export const EmbeddedSchema = z
+  .object({
+    /** Start the demo PostgreSQL target `demo` from the machine's PostgreSQL binaries. */
+    demoDatabase: z
+      .object({
+        enabled: z.boolean().default(false),
+        port: port.default(6543),
+      })
+      .strict()
+      .default({ enabled: false, port: 6543 }),
+  })
+  .strict();
+
+export const WardenConfigSchema = z
+  .object({
+    /** Local state folder: keys, certificates, secrets file, audit trail, demo database. */
+    stateDir: z.string().min(1).default('.warden'),
+    /** Local secrets file (target credentials), relative to the state folder. */
+    secretsFile: z.string().min(1).default('secrets.json'),
+    listeners: z
+      .object({ postgres: PostgresListenerSchema.default(PostgresListenerSchema.parse({})) })
+      .strict()
+      .default({ postgres: PostgresListenerSchema.parse({}) }),
+    identity: IdentitySchema.default(IdentitySchema.parse({})),
+    targets: z.array(TargetSchema).default([]),
+    audit: AuditSchema.default(AuditSchema.parse({})),
+    embedded: EmbeddedSchema.default(EmbeddedSchema.parse({})),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.targets.forEach((t, i) => {
+      if (seen.has(t.name)) ctx.addIssue({ code: 'custom', path: ['targets', i, 'name'], message: `duplicate target name '${t.name}'` });
+      seen.add(t.name);
+    });
+    if (c.identity.issuers.length === 0 && !c.identity.devIssuer.enabled) {
+      ctx.addIssue({ code: 'custom', path: ['identity', 'issuers'], message: 'at least one issuer is needed (or identity.devIssuer.enabled: true)' });
+    }
+  });
+
+export type WardenConfig = z.infer<typeof WardenConfigSchema>;
+export type PostgresTarget = z.infer<typeof PostgresTargetSchema>;
+export type Target = z.infer<typeof TargetSchema>;
+export type IssuerConfig = z.infer<typeof IssuerSchema>;
+
+export class ConfigInvalidError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: { key: string; message: string }[],
+  ) {
+    super(`${source}: invalid configuration\n` + problems.map((p) => `  - ${p.key}: ${p.message}`).join('\n'));
+    this.name = 'ConfigInvalidError';
+  }
+}
+
+/** Validates a parsed document; throws ConfigInvalidError naming the source, each key and what is allowed. */
+export function parseConfig(doc: unknown, source: string): WardenConfig {
+  const r = WardenConfigSchema.safeParse(doc ?? {});
+  if (r.success) return r.data;
+  throw new ConfigInvalidError(
+    source,
+    r.error.issues.map((i) => ({ key: i.path.length ? i.path.join('.') : '(root)', message: describeIssue(i) })),
+  );
+}
+
+function describeIssue(i: z.core.$ZodIssue): string {
+  switch (i.code) {
+    case 'invalid_value':
+      return `must be one of ${i.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'unrecognized_keys':
+      return `unknown key(s) ${i.keys.map((k) => `'${k}'`).join(', ')}`;
+    case 'invalid_type':
+      return `expected ${i.expected}`;
+    case 'too_small':
+      return `must be at least ${String(i.minimum)}`;
+    case 'too_big':
+      return `must be at most ${String(i.maximum)}`;
+    default:
+      return i.message;
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * The decision point of the data path. Every connection and every statement passes through a
+ * StatementDecider before anything reaches the target.
+ */
+import type { Principal } from '../identity/principal.ts';
+import type { StatementClass } from '../sql/classify.ts';
+
+export const Effect = { allow: 'allow', deny: 'deny', approval: 'approval' } as const;
+export type Effect = (typeof Effect)[keyof typeof Effect];
+
+export interface Decision {
+  readonly effect: Effect;
+  /** Ids of the policies that decided. */
+  readonly policies: readonly string[];
+  /** Why, in words an agent's author understands (sent to the client on a denial). */
+  readonly reason?: string;
+  readonly policyVersion?: string;
+}
+
+export interface TargetRef {
+  readonly name: string;
+  readonly kind: 'postgres';
+  readonly environment: string;
+}
+
+export interface StatementDecider {
+  decideConnect(principal: Principal, target: TargetRef): Decision;
+  decideStatement(principal: Principal, target: TargetRef, statement: StatementClass): Decision;
+}
+
+/** Allows everything; stands in until policies are configured, and still records a decision per statement. */
+export const allowAllDecider: StatementDecider = {
+  decideConnect: () => ALLOW_ALL,
+  decideStatement: () => ALLOW_ALL,
+};
+
+const ALLOW_ALL: Decision = Object.freeze({ effect: Effect.allow, policies: Object.freeze(['builtin.allow-all']), policyVersion: 'builtin' });

@@ -1,0 +1,167 @@
+/**
+ * Assembles Warden from a loaded configuration: identity, secrets, audit trail, policy decision point,
+ * and the protocol listeners; on the embedded default also the development issuer and the demo target.
+ * Used by `main.ts`, by the tests and by the benchmarks, so all three run the same wiring.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import type { IssuerConfig, PostgresTarget } from '../../core/config/schema.ts';
+import { allowAllDecider, type StatementDecider } from '../../core/policy/decision.ts';
+import { initSqlParser } from '../../core/sql/classify.ts';
+import { JwtVerifier, type IssuerOptions } from '../../adapters/identity/jwt-verifier.ts';
+import { LocalAuditSink, loadOrCreateAuditSigningKey } from '../../adapters/local/audit-sink.ts';
+import type { LoadedConfig } from '../../adapters/local/config-file.ts';
+import { DevIssuer } from '../../adapters/local/dev-issuer.ts';
+import { LocalSecretsFile } from '../../adapters/local/secrets-file.ts';
+import { seedDemoDatabase } from './embedded/demo-database.ts';
+import { PostgresServer } from './embedded/postgres-server.ts';
+import { loadOrCreateSelfSignedCertificate } from './embedded/tls-certificate.ts';
+import { createLogger, type Logger } from './log.ts';
+import { CancelRegistry } from './postgres/cancel-registry.ts';
+import { isLoopbackHost, PostgresListener, type ListeningAddress } from './postgres/listener.ts';
+
+export const DEMO_CREDENTIAL = 'demo-db';
+const DEMO_OWNER = 'warden_demo';
+
+export interface Gateway {
+  postgres: ListeningAddress;
+  /** The development issuer, when enabled. */
+  devIssuer?: DevIssuer;
+  devIssuerUrl?: string;
+  demoDatabase?: PostgresServer;
+  audit: LocalAuditSink;
+  listener: PostgresListener;
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface GatewayOptions {
+  log?: Logger;
+  /** Overrides the policy decision point (default: allow everything, still recorded per statement). */
+  decider?: StatementDecider;
+  /** Listen on this port instead of the configured one (0: any free port; tests). */
+  postgresPort?: number;
+}
+
+export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = {}): Promise<Gateway> {
+  const { config, stateDir } = loaded;
+  const log = opts.log ?? createLogger();
+  const cleanups: (() => Promise<void>)[] = [];
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  try {
+    const secrets = new LocalSecretsFile(loaded.secretsFile);
+    const issuers: IssuerOptions[] = config.identity.issuers.map((i: IssuerConfig) => toIssuerOptions(i));
+
+    let devIssuer: DevIssuer | undefined;
+    let devIssuerUrl: string | undefined;
+    if (config.identity.devIssuer.enabled) {
+      const d = config.identity.devIssuer;
+      devIssuerUrl = `http://${d.host}:${d.port}`;
+      devIssuer = await DevIssuer.loadOrCreate(stateDir, { issuerUrl: devIssuerUrl, audience: d.audience });
+      const served = await devIssuer.listen(d.host, d.port);
+      cleanups.push(() => served.close());
+      issuers.push({ issuer: devIssuerUrl, audiences: [d.audience], algorithms: ['ES256'], jwksUri: `${served.url}/.well-known/jwks.json` });
+    }
+
+    let demoDatabase: PostgresServer | undefined;
+    if (config.embedded.demoDatabase.enabled) {
+      demoDatabase = await startDemoDatabase(stateDir, config.embedded.demoDatabase.port, secrets, log);
+      const db = demoDatabase;
+      cleanups.push(() => db.stop());
+    }
+
+    let tls;
+    const tlsConf = config.listeners.postgres.tls;
+    if (tlsConf.mode === 'self-signed') {
+      const cert = await loadOrCreateSelfSignedCertificate(join(stateDir, 'tls'), { commonName: 'warden', altNames: ['localhost', '127.0.0.1', '::1'] });
+      tls = createSecureContext({ cert: cert.cert, key: cert.key });
+    } else if (tlsConf.mode === 'files') {
+      tls = createSecureContext({ cert: readFileSync(tlsConf.certFile!), key: readFileSync(tlsConf.keyFile!) });
+    }
+
+    const key = await loadOrCreateAuditSigningKey(stateDir);
+    const audit = await LocalAuditSink.open({ dir: loaded.auditDir, readOnlyWindowMs: config.audit.readOnlyWindowMs, signingKey: key.privateKey, keyId: key.keyId });
+    cleanups.push(() => audit.close());
+
+    await initSqlParser();
+    const verifier = new JwtVerifier({
+      issuers: issuers.map((i) => ({ ...i, claims: { ...config.identity.claims, ...i.claims } })),
+      clockToleranceSeconds: config.identity.clockToleranceSeconds,
+      ...(config.identity.maxTokenAgeSeconds ? { maxTokenAgeSeconds: config.identity.maxTokenAgeSeconds } : {}),
+    });
+
+    const pg = config.listeners.postgres;
+    const targets = new Map<string, PostgresTarget>();
+    const upstreamCa = new Map<string, Buffer>();
+    for (const t of config.targets) {
+      targets.set(t.name, t);
+      if (t.tls.caFile) upstreamCa.set(t.name, readFileSync(t.tls.caFile));
+    }
+    const listener = new PostgresListener({
+      listenerName: `postgres:${pg.host}:${pg.port}`,
+      tls,
+      allowCleartext: pg.allowCleartextOnLoopback && isLoopbackHost(pg.host),
+      maxMessageBytes: pg.maxMessageBytes,
+      startupTimeoutMs: pg.startupTimeoutSeconds * 1000,
+      targets,
+      verifier,
+      usernameClaim: config.identity.claims.username,
+      secrets,
+      audit,
+      decider: opts.decider ?? allowAllDecider,
+      durableBeforeForward: config.audit.durableBeforeForward,
+      cancels: new CancelRegistry(),
+      log,
+      upstreamCa,
+    });
+    const postgres = await listener.listen(pg.host, opts.postgresPort ?? pg.port);
+    cleanups.push(() => listener.close());
+
+    return {
+      postgres,
+      ...(devIssuer ? { devIssuer, devIssuerUrl: devIssuerUrl! } : {}),
+      ...(demoDatabase ? { demoDatabase } : {}),
+      audit,
+      listener,
+      close: async (graceMs = 0) => {
+        await listener.close(graceMs);
+        for (const c of cleanups.reverse()) await c().catch((err: unknown) => log.warn('shutdown step failed', { err }));
+      },
+    };
+  } catch (err) {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    throw err;
+  }
+}
+
+function toIssuerOptions(i: IssuerConfig): IssuerOptions {
+  return {
+    issuer: i.issuer,
+    audiences: i.audiences,
+    algorithms: i.algorithms,
+    ...(i.jwksUri ? { jwksUri: i.jwksUri } : {}),
+    ...(i.claims ? { claims: i.claims } : {}),
+  };
+}
+
+/** The demo target: a real PostgreSQL from the machine's binaries, with SCRAM logins and seeded data. */
+async function startDemoDatabase(stateDir: string, port: number, secrets: LocalSecretsFile, log: Logger): Promise<PostgresServer> {
+  if (process.getuid?.() === 0) {
+    // The server runs as the postgres user, which must be able to reach its data folder.
+    chmodSync(stateDir, 0o711);
+  }
+  if (!secrets.has(DEMO_CREDENTIAL)) {
+    secrets.put(DEMO_CREDENTIAL, { username: DEMO_OWNER, password: randomBytes(24).toString('base64url') });
+  }
+  const credential = await secrets.getCredential(DEMO_CREDENTIAL);
+  const server = await PostgresServer.start({ dataDir: join(stateDir, 'demo-postgres'), port, authMethod: 'scram-sha-256' });
+  try {
+    await seedDemoDatabase(server, { database: 'demo', ownerRole: credential.username, ownerPassword: credential.password });
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  log.info('demo database ready', { port: server.port, version: server.version });
+  return server;
+}

@@ -1,0 +1,278 @@
+/**
+ * One client connection: TLS negotiation, startup, token login, the upstream login with the credential
+ * only Warden holds, then the relay. Errors meant for the client become an ErrorResponse with a SQLSTATE;
+ * anything else is logged and the connection is closed without its text reaching the client.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import type { AuditSink, SessionAudit } from '../../../core/audit/ports.ts';
+import { asSessionId, type SessionEndReason } from '../../../core/audit/events.ts';
+import type { PostgresTarget } from '../../../core/config/schema.ts';
+import { clientMessageFor, IdentityVerificationError } from '../../../core/identity/errors.ts';
+import type { Principal } from '../../../core/identity/principal.ts';
+import type { StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
+import type { SecretStore } from '../../../core/secrets/secret-store.ts';
+import type { IdentityVerifier } from '../../../adapters/identity/jwt-verifier.ts';
+import type { Logger } from '../log.ts';
+import {
+  authenticationCleartextPassword,
+  authenticationOk,
+  backendKeyData,
+  cstring,
+  decodeStartupParameters,
+  errorResponse,
+  readyForQuery,
+} from './backend-messages.ts';
+import type { CancelRegistry } from './cancel-registry.ts';
+import { MessageReader } from './message-reader.ts';
+import { ClientMessage, SqlState, StartupCode } from './protocol-codes.ts';
+import { PostgresRelay } from './relay.ts';
+import { connectUpstream, sendCancel, UpstreamConnectError } from './upstream-connection.ts';
+
+export interface SessionContext {
+  listenerName: string;
+  /** TLS for clients; undefined answers SSLRequest with N. */
+  tls: SecureContext | undefined;
+  /** Cleartext tokens are accepted without TLS only when the listener is loopback-only. */
+  allowCleartext: boolean;
+  maxMessageBytes: number;
+  startupTimeoutMs: number;
+  targets: ReadonlyMap<string, PostgresTarget>;
+  verifier: IdentityVerifier;
+  usernameClaim: string;
+  secrets: SecretStore;
+  audit: AuditSink;
+  decider: StatementDecider;
+  durableBeforeForward: boolean;
+  cancels: CancelRegistry;
+  log: Logger;
+  /** Upstream TLS CA material per target, loaded at start. */
+  upstreamCa: ReadonlyMap<string, Buffer>;
+  onSessionStart?: (s: { shutdown(message: string): void }) => () => void;
+}
+
+/** An error the client should see, with its SQLSTATE; it ends the connection (FATAL). */
+class ClientFacingError extends Error {
+  constructor(
+    readonly sqlstate: string,
+    message: string,
+    readonly endReason: SessionEndReason = 'error',
+  ) {
+    super(message);
+    this.name = 'ClientFacingError';
+  }
+}
+
+/** Startup parameters that never pass through to the target. */
+const RESERVED_PARAMETERS = new Set(['user', 'database', 'replication']);
+/** GUCs a client may not set through the startup `options`: they would change who Warden is upstream. */
+const FORBIDDEN_OPTIONS = /(?:^|\s)(?:-c\s*|--)(role|session_authorization)\s*=/i;
+
+export async function handleConnection(raw: Socket, ctx: SessionContext): Promise<void> {
+  const started = Date.now();
+  const source = { address: raw.remoteAddress ?? 'unknown', port: raw.remotePort ?? 0 };
+  const log = ctx.log.child({ source: `${source.address}:${source.port}` });
+  raw.setNoDelay(true);
+  raw.on('error', () => undefined);
+  const reader = new MessageReader(raw, ctx.maxMessageBytes);
+  const deadline = started + ctx.startupTimeoutMs;
+  let socket: Socket = raw;
+  let audit: SessionAudit | undefined;
+
+  const fail = (sqlstate: string, message: string): void => {
+    socket.end(errorResponse({ severity: 'FATAL', code: sqlstate, message }));
+    setTimeout(() => socket.destroy(), 1000).unref();
+  };
+
+  try {
+    // Startup phase: SSLRequest / GSSENCRequest / CancelRequest come first, untyped.
+    let startup;
+    for (;;) {
+      const m = await reader.next(deadline);
+      const code = m.body.readInt32BE(0);
+      if (code === StartupCode.sslRequest) {
+        if (reader.framer.pending > 0) throw new ClientFacingError(SqlState.protocolViolation, 'received unencrypted data after SSL request', 'protocol_error');
+        if (!ctx.tls || socket instanceof TLSSocket) {
+          socket.write('N');
+          continue;
+        }
+        reader.detach();
+        socket.write('S');
+        socket = await upgradeToTls(socket, ctx.tls, deadline);
+        reader.attach(socket);
+        continue;
+      }
+      if (code === StartupCode.gssEncRequest) {
+        socket.write('N');
+        continue;
+      }
+      if (code === StartupCode.cancelRequest) {
+        await forwardCancel(ctx, m.body.readInt32BE(4), m.body.readInt32BE(8), log);
+        socket.destroy();
+        return;
+      }
+      if (code >> 16 !== 3) throw new ClientFacingError(SqlState.featureNotSupported, `unsupported frontend protocol ${code >> 16}.${code & 0xffff}: Warden supports 3.0`, 'protocol_error');
+      startup = m;
+      reader.framer.untyped = false;
+      break;
+    }
+
+    const params = decodeStartupParameters(startup.body);
+    const user = params.get('user') ?? '';
+    const database = params.get('database') || user;
+    const secure = socket instanceof TLSSocket;
+    const sessionId = asSessionId(randomUUID());
+    audit = ctx.audit.openSession(sessionId, { protocol: 'postgres', source, listener: ctx.listenerName, tls: secure, target: database, startupUser: user });
+    const slog = log.child({ session: sessionId });
+    audit.ready.catch(() => undefined);
+
+    if (!user) throw new ClientFacingError(SqlState.invalidAuthorization, 'no PostgreSQL user name specified in startup packet', 'auth_failed');
+    if (params.has('replication')) throw new ClientFacingError(SqlState.featureNotSupported, 'replication connections are not supported through Warden', 'auth_failed');
+    if (!secure && !ctx.allowCleartext) {
+      await recordAuthFailure(audit, 'tls_required', 'cleartext token refused on a non-TLS connection', SqlState.invalidAuthorization, user);
+      throw new ClientFacingError(SqlState.invalidAuthorization, 'TLS is required to send a token: connect with sslmode=require', 'auth_failed');
+    }
+
+    // The password is the agent's OIDC token.
+    socket.write(authenticationCleartextPassword());
+    const pw = await reader.next(deadline);
+    if (pw.type !== ClientMessage.password) throw new ClientFacingError(SqlState.protocolViolation, 'expected a password message', 'protocol_error');
+    const token = cstring(pw.body, 0)[0];
+
+    let principal: Principal;
+    try {
+      principal = await ctx.verifier.verify(token);
+    } catch (err) {
+      const reason = err instanceof IdentityVerificationError ? err.reason : err instanceof Error ? err.name : 'error';
+      const detail = err instanceof Error ? err.message : String(err);
+      await recordAuthFailure(audit, reason, detail, SqlState.invalidPassword, user);
+      slog.info('login refused', { reason, user });
+      throw new ClientFacingError(SqlState.invalidPassword, clientMessageFor(err), 'auth_failed');
+    }
+    const claimed = principal.username;
+    if (claimed !== user) {
+      await recordAuthFailure(audit, 'user_mismatch', `startup user '${user}' does not match the token's ${ctx.usernameClaim} '${claimed}'`, SqlState.invalidAuthorization, user, principal);
+      throw new ClientFacingError(SqlState.invalidAuthorization, `the user name must match the token (connect as the token's ${ctx.usernameClaim})`, 'auth_failed');
+    }
+    const target = ctx.targets.get(database);
+    if (!target) {
+      await recordAuthFailure(audit, 'unknown_target', `no target named '${database}'`, SqlState.invalidCatalogName, user, principal);
+      throw new ClientFacingError(SqlState.invalidCatalogName, `target "${database}" does not exist`, 'auth_failed');
+    }
+    const targetRef: TargetRef = { name: target.name, kind: 'postgres', environment: target.environment };
+    const connectDecision = ctx.decider.decideConnect(principal, targetRef);
+    if (connectDecision.effect !== 'allow') {
+      await recordAuthFailure(audit, 'connect_denied', `connect denied by ${connectDecision.policies.join(', ')}`, SqlState.insufficientPrivilege, user, principal);
+      throw new ClientFacingError(SqlState.insufficientPrivilege, `not permitted to connect to target "${target.name}"${connectDecision.reason ? `: ${connectDecision.reason}` : ''}`, 'auth_failed');
+    }
+    await audit.append({ type: 'auth.success', principal: { issuer: principal.issuer, subject: principal.subject, groups: [...principal.groups] }, method: 'oidc-jwt' }, { durable: true });
+
+    const passthrough = new Map<string, string>();
+    for (const [k, v] of params) if (!RESERVED_PARAMETERS.has(k)) passthrough.set(k, v);
+    if (FORBIDDEN_OPTIONS.test(passthrough.get('options') ?? '')) {
+      throw new ClientFacingError(SqlState.insufficientPrivilege, 'startup options may not set role or session_authorization');
+    }
+
+    const upstreamTls = { mode: target.tls.mode, ...(ctx.upstreamCa.get(target.name) ? { ca: ctx.upstreamCa.get(target.name) } : {}), ...(target.tls.serverName ? { serverName: target.tls.serverName } : {}) };
+    const dbName = target.database ?? target.name;
+    let upstream;
+    try {
+      const credential = await ctx.secrets.getCredential(target.credential);
+      upstream = await connectUpstream({
+        host: target.host,
+        port: target.port,
+        database: dbName,
+        user: credential.username,
+        password: credential.password,
+        tls: upstreamTls,
+        parameters: passthrough,
+        timeoutMs: 10_000,
+      });
+    } catch (err) {
+      const fields = err instanceof UpstreamConnectError ? err.fields : undefined;
+      await audit.append({ type: 'upstream.connect', target: target.name, host: target.host, port: target.port, database: dbName, tls: target.tls.mode !== 'disable', ok: false, error: err instanceof Error ? err.message : String(err) }, { durable: true });
+      slog.warn('target login failed', { target: target.name, err });
+      // A server-side refusal that concerns the client's own parameters (e.g. a bad option) is passed on.
+      if (fields?.C && !fields.C.startsWith('28')) throw new ClientFacingError(fields.C, fields.M ?? 'the target refused the connection');
+      throw new ClientFacingError(SqlState.connectionFailure, `could not connect to target "${target.name}"`);
+    }
+    await audit.append({ type: 'upstream.connect', target: target.name, host: target.host, port: target.port, database: dbName, tls: upstream.tls, ok: true }, { durable: false });
+
+    const key = ctx.cancels.register({ host: target.host, port: target.port, tls: upstreamTls, backendPid: upstream.backendPid, backendSecret: upstream.backendSecret });
+    socket.write(Buffer.concat([authenticationOk(), ...upstream.replay, backendKeyData(key.processId, key.secretKey), readyForQuery(upstream.transactionStatus as 'I')]));
+    reader.detach();
+    const sessionAudit = audit;
+    let unregister: (() => void) | undefined;
+    const relay = new PostgresRelay({
+      client: socket,
+      upstream: upstream.socket,
+      framer: reader.framer,
+      upstreamRest: upstream.rest,
+      audit: sessionAudit,
+      principal,
+      target: targetRef,
+      decider: ctx.decider,
+      durableBeforeForward: ctx.durableBeforeForward,
+      log: slog,
+      onEnd: (reason, stats) => {
+        ctx.cancels.unregister(key.processId);
+        unregister?.();
+        sessionAudit.end({ reason, ...stats, durationMs: Date.now() - started }).catch((err: unknown) => slog.error('audit: session end not recorded', { err }));
+        slog.info('session ended', { reason, statements: stats.statements });
+      },
+    });
+    unregister = ctx.onSessionStart?.(relay);
+    slog.info('session started', { subject: principal.subject, target: target.name });
+    relay.start();
+  } catch (err) {
+    const endReason: SessionEndReason = err instanceof ClientFacingError ? err.endReason : 'error';
+    if (err instanceof ClientFacingError) fail(err.sqlstate, err.message);
+    else if (err instanceof Error && err.name === 'ProtocolFramingError') fail(SqlState.protocolViolation, err.message);
+    else if (err instanceof Error && (err.name === 'ConnectionClosedError' || err.name === 'StartupTimeoutError')) socket.destroy();
+    else {
+      log.error('connection failed', { err });
+      fail(SqlState.internalError, 'internal error; see the Warden log');
+    }
+    reader.detach();
+    audit?.end({ reason: endReason, statements: 0, bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - started }).catch(() => undefined);
+  }
+}
+
+async function recordAuthFailure(audit: SessionAudit, reason: string, detail: string, sqlstate: string, claimedUser: string, principal?: Principal): Promise<void> {
+  await audit.append(
+    { type: 'auth.failure', reason, detail, sqlstate, claimedUser, ...(principal ? { issuer: principal.issuer, subject: principal.subject } : {}) },
+    { durable: true },
+  );
+}
+
+function upgradeToTls(socket: Socket, context: SecureContext, deadline: number): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const t = new TLSSocket(socket, { isServer: true, secureContext: context });
+    const timer = setTimeout(() => {
+      t.destroy();
+      reject(new ClientFacingError(SqlState.protocolViolation, 'TLS handshake timed out'));
+    }, Math.max(0, deadline - Date.now()));
+    t.once('secure', () => {
+      clearTimeout(timer);
+      resolve(t);
+    });
+    t.once('error', (err) => {
+      clearTimeout(timer);
+      const e = new Error(`TLS handshake failed: ${err.message}`);
+      e.name = 'ConnectionClosedError';
+      reject(e);
+    });
+  });
+}
+
+async function forwardCancel(ctx: SessionContext, processId: number, secretKey: number, log: Logger): Promise<void> {
+  const target = ctx.cancels.resolve(processId, secretKey);
+  // An unknown key gets no answer, exactly like PostgreSQL: nothing to learn from probing.
+  if (!target) return;
+  try {
+    await sendCancel(target, target.backendPid, target.backendSecret);
+  } catch (err) {
+    log.warn('could not forward a cancel request', { err });
+  }
+}
