@@ -50,6 +50,8 @@ export interface SessionContext {
   /** Upstream TLS CA material per target, loaded at start. */
   upstreamCa: ReadonlyMap<string, Buffer>;
   onSessionStart?: (s: { shutdown(message: string): void }) => () => void;
+  /** Receives each session's final audit write, so shutdown can wait for every trail to be sealed. */
+  trackEnd?: (sealed: Promise<unknown>) => void;
 }
 
 /** An error the client should see, with its SQLSTATE; it ends the connection (FATAL). */
@@ -218,7 +220,8 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       onEnd: (reason, stats) => {
         ctx.cancels.unregister(key.processId);
         unregister?.();
-        sessionAudit.end({ reason, ...stats, durationMs: Date.now() - started }).catch((err: unknown) => slog.error('audit: session end not recorded', { err }));
+        const sealed = sessionAudit.end({ reason, ...stats, durationMs: Date.now() - started }).catch((err: unknown) => slog.error('audit: session end not recorded', { err }));
+        ctx.trackEnd?.(sealed);
         slog.info('session ended', { reason, statements: stats.statements });
       },
     });
@@ -235,7 +238,8 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       fail(SqlState.internalError, 'internal error; see the Warden log');
     }
     reader.detach();
-    audit?.end({ reason: endReason, statements: 0, bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - started }).catch(() => undefined);
+    const sealed = audit?.end({ reason: endReason, statements: 0, bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - started }).catch(() => undefined);
+    if (sealed) ctx.trackEnd?.(sealed);
   }
 }
 

@@ -19,6 +19,7 @@ export class PostgresListener {
   private server: net.Server | undefined;
   private readonly sessions = new Set<{ shutdown(message: string): void }>();
   private readonly sockets = new Set<net.Socket>();
+  private readonly ending = new Set<Promise<unknown>>();
 
   constructor(private readonly ctx: SessionContext) {}
 
@@ -32,6 +33,10 @@ export class PostgresListener {
       onSessionStart: (s) => {
         this.sessions.add(s);
         return () => this.sessions.delete(s);
+      },
+      trackEnd: (p) => {
+        this.ending.add(p);
+        void p.finally(() => this.ending.delete(p));
       },
     };
     const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
@@ -66,5 +71,7 @@ export class PostgresListener {
     for (const s of [...this.sessions]) s.shutdown('terminating connection due to administrator command');
     for (const sock of this.sockets) if (!sock.destroyed) setTimeout(() => sock.destroy(), 500).unref();
     await closed;
+    // Every session's trail is sealed before the audit sink may close.
+    await Promise.allSettled([...this.ending]);
   }
 }
