@@ -6,21 +6,16 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
-import { DevIssuer } from '../../../adapters/local/dev-issuer.ts';
-import { LocalSecretsFile } from '../../../adapters/local/secrets-file.ts';
 import { listSessionFiles, readSessionEvents } from '../../../adapters/local/audit-sink.ts';
 import type { PostgresServer } from '../../../proxy-task/src/embedded/postgres-server.ts';
 import { startTestPostgres } from '../../helpers/postgres.ts';
-import { freePort, TARGET_PASSWORD, TARGET_USER } from '../../helpers/warden.ts';
+import { TARGET_PASSWORD, TARGET_USER } from '../../helpers/warden.ts';
+import { startWardenProcess, type WardenProcess } from '../../helpers/warden-process.ts';
 
 let pgServer: PostgresServer;
-let stateDir: string;
-let child: ChildProcess | undefined;
+let warden: WardenProcess | undefined;
 
 before(async () => {
   pgServer = await startTestPostgres({ authMethod: 'scram-sha-256', settings: { log_statement: 'all', fsync: 'on' } });
@@ -30,44 +25,13 @@ before(async () => {
 });
 
 after(async () => {
-  child?.kill('SIGKILL');
+  await warden?.stop();
   await pgServer?.stop();
-  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
 });
 
-async function startWardenProcess(): Promise<{ port: number; issuer: DevIssuer }> {
-  stateDir = mkdtempSync(join(tmpdir(), 'warden-kill-'));
-  const [port, issuerPort] = [await freePort(), await freePort()];
-  const config = {
-    stateDir,
-    listeners: { postgres: { host: '127.0.0.1', port, tls: { mode: 'off' } } },
-    identity: { devIssuer: { enabled: true, port: issuerPort, audience: 'warden' } },
-    targets: [{ name: 'appdb', kind: 'postgres', host: '127.0.0.1', port: pgServer.port, credential: 'appdb' }],
-    audit: { durableBeforeForward: true, readOnlyWindowMs: 100 },
-  };
-  const file = join(stateDir, 'warden.config.yaml');
-  writeFileSync(file, JSON.stringify(config)); // JSON is YAML
-  new LocalSecretsFile(join(stateDir, 'secrets.json')).put('appdb', { username: TARGET_USER, password: TARGET_PASSWORD });
-  child = spawn(process.execPath, ['--import', 'tsx', 'proxy-task/src/main.ts', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Warden did not start: ${out}`)), 20_000);
-    child!.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('Warden is listening')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child!.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child!.once('exit', (code) => reject(new Error(`Warden exited (${code}): ${out}`)));
-  });
-  const issuer = await DevIssuer.loadOrCreate(stateDir, { issuerUrl: `http://127.0.0.1:${issuerPort}`, audience: 'warden' });
-  return { port, issuer };
-}
-
 test('no forwarded write is missing from the audit trail after SIGKILL under load', async () => {
-  const { port, issuer } = await startWardenProcess();
+  warden = await startWardenProcess(pgServer, { durableBeforeForward: true, readOnlyWindowMs: 100 });
+  const { port, issuer, child } = warden;
   const clients: pg.Client[] = [];
   for (let k = 0; k < 6; k++) {
     const sub = `loader-${k}`;
@@ -91,7 +55,7 @@ test('no forwarded write is missing from the audit trail after SIGKILL under loa
     }
   });
   await new Promise((r) => setTimeout(r, 1500));
-  child!.kill('SIGKILL');
+  child.kill('SIGKILL');
   stop = true;
   await Promise.all(loops);
   await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
@@ -104,7 +68,7 @@ test('no forwarded write is missing from the audit trail after SIGKILL under loa
   assert.ok(received.size >= acknowledged, 'every acknowledged insert is in the server log');
 
   // What the trail holds (a torn last line after the kill is tolerated by the reader).
-  const auditDir = join(stateDir, 'audit');
+  const auditDir = warden.auditDir;
   const recorded = new Set<string>();
   for (const id of await listSessionFiles(auditDir)) {
     const trail = await readSessionEvents(auditDir, id);
