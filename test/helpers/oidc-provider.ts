@@ -4,7 +4,7 @@
  */
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair } from 'jose';
+import { exportJWK, generateKeyPair, type JWK } from 'jose';
 
 // oidc-provider ships no type declarations; describe only what is used here.
 type ProviderCtor = new (issuer: string, config: Record<string, unknown>) => { callback(): RequestListener };
@@ -13,6 +13,8 @@ const OIDC_PROVIDER_MODULE: string = 'oidc-provider';
 export interface TestOidcProvider {
   issuer: string;
   audience: string;
+  /** The public signing key, as published in the issuer's JWKS. */
+  publicJwk: JWK;
   /** Obtains an access token with the client-credentials grant, as an agent would. */
   token(clientId: string): Promise<string>;
   close(): Promise<void>;
@@ -20,7 +22,7 @@ export interface TestOidcProvider {
 
 export async function startOidcProvider(opts: { audience: string; clients: string[] }): Promise<TestOidcProvider> {
   const { default: Provider } = (await import(OIDC_PROVIDER_MODULE)) as { default: ProviderCtor };
-  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
   let handler: RequestListener = (_req, res) => res.end();
   const server: Server = createServer((req, res) => handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -45,6 +47,7 @@ export async function startOidcProvider(opts: { audience: string; clients: strin
   return {
     issuer,
     audience: opts.audience,
+    publicJwk: { ...(await exportJWK(publicKey)), kid: 'op-rsa-1', alg: 'RS256' },
     token: async (clientId) => {
       const res = await fetch(`${issuer}/token`, {
         method: 'POST',

@@ -110,6 +110,11 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
         continue;
       }
       if (code === StartupCode.cancelRequest) {
+        // Like PostgreSQL: a CancelRequest of the wrong size is dropped without an answer.
+        if (m.body.length !== 12) {
+          socket.destroy();
+          return;
+        }
         await forwardCancel(ctx, m.body.readInt32BE(4), m.body.readInt32BE(8), log);
         socket.destroy();
         return;
@@ -120,7 +125,12 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       break;
     }
 
-    const params = decodeStartupParameters(startup.body);
+    let params: Map<string, string>;
+    try {
+      params = decodeStartupParameters(startup.body);
+    } catch {
+      throw new ClientFacingError(SqlState.protocolViolation, 'invalid startup packet layout: expected terminator as last byte', 'protocol_error');
+    }
     const user = params.get('user') ?? '';
     const database = params.get('database') || user;
     const secure = socket instanceof TLSSocket;
@@ -140,6 +150,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     socket.write(authenticationCleartextPassword());
     const pw = await reader.next(deadline);
     if (pw.type !== ClientMessage.password) throw new ClientFacingError(SqlState.protocolViolation, 'expected a password message', 'protocol_error');
+    if (pw.body.length === 0 || pw.body.indexOf(0) !== pw.body.length - 1) throw new ClientFacingError(SqlState.protocolViolation, 'invalid password packet size', 'protocol_error');
     const token = cstring(pw.body, 0)[0];
 
     let principal: Principal;
@@ -229,7 +240,8 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     slog.info('session started', { subject: principal.subject, target: target.name });
     relay.start();
   } catch (err) {
-    const endReason: SessionEndReason = err instanceof ClientFacingError ? err.endReason : 'error';
+    const endReason: SessionEndReason =
+      err instanceof ClientFacingError ? err.endReason : err instanceof Error && err.name === 'ProtocolFramingError' ? 'protocol_error' : err instanceof Error && err.name === 'ConnectionClosedError' ? 'client_disconnect' : 'error';
     if (err instanceof ClientFacingError) fail(err.sqlstate, err.message);
     else if (err instanceof Error && err.name === 'ProtocolFramingError') fail(SqlState.protocolViolation, err.message);
     else if (err instanceof Error && (err.name === 'ConnectionClosedError' || err.name === 'StartupTimeoutError')) socket.destroy();

@@ -12,6 +12,7 @@ import type { CryptoKey, JWK, JWTPayload, JWTHeaderParameters } from 'jose';
 import { JwtVerifier } from '../../../adapters/identity/jwt-verifier.ts';
 import type { JwtVerifierOptions } from '../../../adapters/identity/jwt-verifier.ts';
 import { DevIssuer } from '../../../adapters/local/dev-issuer.ts';
+import { startOidcProvider, type TestOidcProvider } from '../../helpers/oidc-provider.ts';
 import type { DevIssuerServer } from '../../../adapters/local/dev-issuer.ts';
 import {
   CLIENT_MESSAGE_EXPIRED,
@@ -119,29 +120,11 @@ const tmp = mkdtempSync(join(tmpdir(), 'warden-jwt-'));
 let dev: DevIssuer;
 let devSrv: DevIssuerServer;
 let devKey: TestKey; // the dev issuer's own private key, read from its state dir
-let op: { server: Server; issuer: string; publicJwk: JWK };
+let op: TestOidcProvider;
 let verifier: JwtVerifier;
 
-// oidc-provider ships no type declarations; describe only what this test uses.
-type ProviderCtor = new (issuer: string, config: Record<string, unknown>) => { callback(): RequestListener };
-const OIDC_PROVIDER_MODULE: string = 'oidc-provider';
-
-const OP_CLIENT = { id: 'agent-1', secret: 'agent-1-secret-0123456789abcdef0123456789abcdef' };
-
-async function opToken(): Promise<string> {
-  const res = await fetch(`${op.issuer}/token`, {
-    method: 'POST',
-    headers: {
-      authorization: `Basic ${Buffer.from(`${OP_CLIENT.id}:${OP_CLIENT.secret}`).toString('base64')}`,
-      'content-type': 'application/x-www-form-urlencoded',
-    },
-    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'db' }),
-  });
-  const body = (await res.json()) as { access_token?: string };
-  assert.equal(res.status, 200, JSON.stringify(body));
-  assert.ok(body.access_token);
-  return body.access_token;
-}
+const OP_CLIENT = 'agent-1';
+const opToken = (): Promise<string> => op.token(OP_CLIENT);
 
 function devClaims(extra: JWTPayload = {}): JWTPayload {
   const t = nowSec();
@@ -155,36 +138,7 @@ before(async () => {
   devKey = { kid: dev.kid, alg: 'ES256', privateKey: (await importJWK(jwk, 'ES256')) as CryptoKey, publicJwk: dev.jwks().keys[0]! };
 
   // A real third-party issuer: oidc-provider with client_credentials + JWT access tokens.
-  const { default: Provider } = (await import(OIDC_PROVIDER_MODULE)) as { default: ProviderCtor };
-  const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
-  let handler: RequestListener = (_req, res) => res.end();
-  const { server, url } = await listen((req, res) => handler(req, res));
-  const provider = new Provider(url, {
-    jwks: { keys: [{ ...(await exportJWK(privateKey)), kid: 'op-rsa-1', alg: 'RS256', use: 'sig' }] },
-    scopes: ['openid', 'db'],
-    clients: [
-      {
-        client_id: OP_CLIENT.id,
-        client_secret: OP_CLIENT.secret,
-        grant_types: ['client_credentials'],
-        redirect_uris: [],
-        response_types: [],
-        scope: 'db',
-      },
-    ],
-    ttl: { ClientCredentials: 600 },
-    features: {
-      devInteractions: { enabled: false },
-      clientCredentials: { enabled: true },
-      resourceIndicators: {
-        enabled: true,
-        defaultResource: () => AUD,
-        getResourceServerInfo: () => ({ scope: 'db', audience: AUD, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } }),
-      },
-    },
-  });
-  handler = provider.callback();
-  op = { server, issuer: url, publicJwk: { ...(await exportJWK(publicKey)), kid: 'op-rsa-1', alg: 'RS256' } };
+  op = await startOidcProvider({ audience: AUD, clients: [OP_CLIENT] });
 
   verifier = new JwtVerifier({
     issuers: [
@@ -197,7 +151,7 @@ before(async () => {
 
 after(async () => {
   await devSrv?.close();
-  if (op) await closeServer(op.server);
+  await op?.close();
   rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -214,8 +168,8 @@ describe('JwtVerifier: accepted tokens', () => {
   it('accepts an oidc-provider client_credentials token (discovery, RS256; sub = client_id)', async () => {
     const p = await verifier.verify(await opToken());
     assert.equal(p.issuer, op.issuer);
-    assert.equal(p.subject, OP_CLIENT.id);
-    assert.equal(p.claims.client_id, OP_CLIENT.id);
+    assert.equal(p.subject, OP_CLIENT);
+    assert.equal(p.claims.client_id, OP_CLIENT);
     assert.deepEqual(p.groups, []);
   });
 
