@@ -37,6 +37,14 @@ export function parameterStatus(name: string, value: string): Buffer {
   return typed('S', Buffer.from(`${name}\0${value}\0`, 'utf8'));
 }
 
+/** NegotiateProtocolVersion: the newest protocol version supported (3.0) and the `_pq_.` options not recognized. */
+export function negotiateProtocolVersion(unrecognized: readonly string[]): Buffer {
+  const head = Buffer.allocUnsafe(8);
+  head.writeInt32BE(3 << 16, 0);
+  head.writeInt32BE(unrecognized.length, 4);
+  return typed('v', Buffer.concat([head, ...unrecognized.map((o) => Buffer.from(`${o}\0`, 'utf8'))]));
+}
+
 export function readyForQuery(status: 'I' | 'T' | 'E'): Buffer {
   return typed('Z', Buffer.from(status, 'latin1'));
 }

@@ -22,6 +22,7 @@ import {
   cstring,
   decodeStartupParameters,
   errorResponse,
+  negotiateProtocolVersion,
   readyForQuery,
 } from './backend-messages.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
@@ -68,8 +69,49 @@ class ClientFacingError extends Error {
 
 /** Startup parameters that never pass through to the target. */
 const RESERVED_PARAMETERS = new Set(['user', 'database', 'replication']);
-/** GUCs a client may not set through the startup `options`: they would change who Warden is upstream. */
-const FORBIDDEN_OPTIONS = /(?:^|\s)(?:-c\s*|--)(role|session_authorization)\s*=/i;
+/** GUCs a client may not set at startup (as a parameter or through `options`): they would change who Warden is upstream. */
+const FORBIDDEN_SETTINGS = new Set(['role', 'session_authorization']);
+/** Backend switches that take an argument: PostgreSQL's getopt string "B:bc:C:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:". */
+const SWITCHES_WITH_ARGUMENT = new Set('BcCDdfhkNprStvW-');
+
+/**
+ * Names of the settings a startup `options` string sets, read the way the server reads it: split at
+ * whitespace where a backslash escapes any character (pg_split_opts), then getopt over the backend
+ * switches, where `-c name=value` and `--name=value` set a setting, flags may be grouped (`-ec name=value`)
+ * and `-` in a name means `_` (ParseLongOption). Names are lower-cased like the server's lookup.
+ */
+function settingsInOptions(options: string): string[] {
+  const args: string[] = [];
+  let cur: string | undefined;
+  let escaped = false;
+  for (const ch of options) {
+    if (!escaped && /[ \t\n\v\f\r]/.test(ch)) {
+      if (cur !== undefined) args.push(cur);
+      cur = undefined;
+      continue;
+    }
+    cur ??= '';
+    if (!escaped && ch === '\\') escaped = true;
+    else {
+      escaped = false;
+      cur += ch;
+    }
+  }
+  if (cur !== undefined) args.push(cur);
+  const names: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a.length < 2 || a[0] !== '-') continue;
+    for (let k = 1; k < a.length; k++) {
+      const flag = a[k]!;
+      if (!SWITCHES_WITH_ARGUMENT.has(flag)) continue;
+      const value = k + 1 < a.length ? a.slice(k + 1) : (args[++i] ?? '');
+      if (flag === 'c' || flag === '-') names.push(value.split('=')[0]!.replace(/-/g, '_').toLowerCase());
+      break;
+    }
+  }
+  return names;
+}
 
 export async function handleConnection(raw: Socket, ctx: SessionContext): Promise<void> {
   const started = Date.now();
@@ -131,6 +173,10 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     } catch {
       throw new ClientFacingError(SqlState.protocolViolation, 'invalid startup packet layout: expected terminator as last byte', 'protocol_error');
     }
+    // Like PostgreSQL: a newer 3.x minor version or `_pq_.` protocol options get a NegotiateProtocolVersion
+    // (Warden speaks 3.0 and knows no options), so the client does not assume what was not agreed.
+    const protocolOptions = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
+    if ((startup.body.readInt32BE(0) & 0xffff) > 0 || protocolOptions.length > 0) socket.write(negotiateProtocolVersion(protocolOptions));
     const user = params.get('user') ?? '';
     const database = params.get('database') || user;
     const secure = socket instanceof TLSSocket;
@@ -182,8 +228,9 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     await audit.append({ type: 'auth.success', principal: { issuer: principal.issuer, subject: principal.subject, groups: [...principal.groups] }, method: 'oidc-jwt' }, { durable: true });
 
     const passthrough = new Map<string, string>();
-    for (const [k, v] of params) if (!RESERVED_PARAMETERS.has(k)) passthrough.set(k, v);
-    if (FORBIDDEN_OPTIONS.test(passthrough.get('options') ?? '')) {
+    for (const [k, v] of params) if (!RESERVED_PARAMETERS.has(k) && !k.startsWith('_pq_.')) passthrough.set(k, v);
+    const clientSettings = [...[...passthrough.keys()].map((k) => k.toLowerCase()), ...settingsInOptions(passthrough.get('options') ?? '')];
+    if (clientSettings.some((name) => FORBIDDEN_SETTINGS.has(name))) {
       throw new ClientFacingError(SqlState.insufficientPrivilege, 'startup options may not set role or session_authorization');
     }
 

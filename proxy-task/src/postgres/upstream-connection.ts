@@ -255,11 +255,28 @@ function authenticate(socket: net.Socket, secure: boolean, login: UpstreamLogin)
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
-    const params: Record<string, string> = { user: login.user, database: login.database };
+    // UTF8 unless the client asked for another encoding (its value replaces the default in place).
+    const params: Record<string, string> = { user: login.user, database: login.database, client_encoding: 'UTF8' };
     for (const [k, v] of login.parameters) params[k] = v;
-    socket.write(serialize.startup(params));
+    socket.write(startupMessage(params));
     socket.resume();
   });
+}
+
+/**
+ * A StartupMessage (protocol 3.0) with exactly these parameters. Not pg-protocol's serialize.startup:
+ * it appends client_encoding=UTF8 after them, which overrides the client's own client_encoding.
+ */
+export function startupMessage(params: Record<string, string>): Buffer {
+  const parts: Buffer[] = [];
+  for (const [k, v] of Object.entries(params)) parts.push(Buffer.from(`${k}\0${v}\0`, 'utf8'));
+  parts.push(Buffer.from([0]));
+  const body = Buffer.concat(parts);
+  const out = Buffer.allocUnsafe(8 + body.length);
+  out.writeInt32BE(8 + body.length, 0);
+  out.writeInt32BE(3 << 16, 4);
+  body.copy(out, 8);
+  return out;
 }
 
 /** Sends a CancelRequest for the given backend to the target (over TLS when the target requires it). */
