@@ -97,6 +97,11 @@ export interface StatementFields {
   classification: unknown;
   decision: StatementDecision;
   startedAt: string;
+  /** Present when text or parameters were cut to their audited limits: full lengths and SHA-256s. */
+  truncated?: {
+    text?: { chars: number; sha256: string };
+    params?: { index: number; chars: number; sha256: string }[];
+  };
 }
 
 export type StatementOutcome = 'ok' | 'error' | 'denied' | 'cancelled';

@@ -61,6 +61,8 @@ class ClientFacingError extends Error {
     readonly sqlstate: string,
     message: string,
     readonly endReason: SessionEndReason = 'error',
+    /** When set, the refusal is recorded as an auth.failure with this reason code (if not recorded already). */
+    readonly auditReason?: string,
   ) {
     super(message);
     this.name = 'ClientFacingError';
@@ -123,6 +125,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
   const deadline = started + ctx.startupTimeoutMs;
   let socket: Socket = raw;
   let audit: SessionAudit | undefined;
+  let claimedUser = '';
 
   const fail = (sqlstate: string, message: string): void => {
     socket.end(errorResponse({ severity: 'FATAL', code: sqlstate, message }));
@@ -178,6 +181,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     const protocolOptions = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
     if ((startup.body.readInt32BE(0) & 0xffff) > 0 || protocolOptions.length > 0) socket.write(negotiateProtocolVersion(protocolOptions));
     const user = params.get('user') ?? '';
+    claimedUser = user;
     const database = params.get('database') || user;
     const secure = socket instanceof TLSSocket;
     const sessionId = asSessionId(randomUUID());
@@ -185,8 +189,8 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     const slog = log.child({ session: sessionId });
     audit.ready.catch(() => undefined);
 
-    if (!user) throw new ClientFacingError(SqlState.invalidAuthorization, 'no PostgreSQL user name specified in startup packet', 'auth_failed');
-    if (params.has('replication')) throw new ClientFacingError(SqlState.featureNotSupported, 'replication connections are not supported through Warden', 'auth_failed');
+    if (!user) throw new ClientFacingError(SqlState.invalidAuthorization, 'no PostgreSQL user name specified in startup packet', 'auth_failed', 'no_user');
+    if (params.has('replication')) throw new ClientFacingError(SqlState.featureNotSupported, 'replication connections are not supported through Warden', 'auth_failed', 'replication_refused');
     if (!secure && !ctx.allowCleartext) {
       await recordAuthFailure(audit, 'tls_required', 'cleartext token refused on a non-TLS connection', SqlState.invalidAuthorization, user);
       throw new ClientFacingError(SqlState.invalidAuthorization, 'TLS is required to send a token: connect with sslmode=require', 'auth_failed');
@@ -195,8 +199,8 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     // The password is the agent's OIDC token.
     socket.write(authenticationCleartextPassword());
     const pw = await reader.next(deadline);
-    if (pw.type !== ClientMessage.password) throw new ClientFacingError(SqlState.protocolViolation, 'expected a password message', 'protocol_error');
-    if (pw.body.length === 0 || pw.body.indexOf(0) !== pw.body.length - 1) throw new ClientFacingError(SqlState.protocolViolation, 'invalid password packet size', 'protocol_error');
+    if (pw.type !== ClientMessage.password) throw new ClientFacingError(SqlState.protocolViolation, 'expected a password message', 'protocol_error', 'protocol_error');
+    if (pw.body.length === 0 || pw.body.indexOf(0) !== pw.body.length - 1) throw new ClientFacingError(SqlState.protocolViolation, 'invalid password packet size', 'protocol_error', 'protocol_error');
     const token = cstring(pw.body, 0)[0];
 
     let principal: Principal;
@@ -231,7 +235,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     for (const [k, v] of params) if (!RESERVED_PARAMETERS.has(k) && !k.startsWith('_pq_.')) passthrough.set(k, v);
     const clientSettings = [...[...passthrough.keys()].map((k) => k.toLowerCase()), ...settingsInOptions(passthrough.get('options') ?? '')];
     if (clientSettings.some((name) => FORBIDDEN_SETTINGS.has(name))) {
-      throw new ClientFacingError(SqlState.insufficientPrivilege, 'startup options may not set role or session_authorization');
+      throw new ClientFacingError(SqlState.insufficientPrivilege, 'startup options may not set role or session_authorization', 'auth_failed', 'forbidden_startup_setting');
     }
 
     const upstreamTls = { mode: target.tls.mode, ...(ctx.upstreamCa.get(target.name) ? { ca: ctx.upstreamCa.get(target.name) } : {}), ...(target.tls.serverName ? { serverName: target.tls.serverName } : {}) };
@@ -297,6 +301,9 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       fail(SqlState.internalError, 'internal error; see the Warden log');
     }
     reader.detach();
+    if (audit && err instanceof ClientFacingError && err.auditReason) {
+      await recordAuthFailure(audit, err.auditReason, err.message, err.sqlstate, claimedUser).catch(() => undefined);
+    }
     const sealed = audit?.end({ reason: endReason, statements: 0, bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - started }).catch(() => undefined);
     if (sealed) ctx.trackEnd?.(sealed);
   }

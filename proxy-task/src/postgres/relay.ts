@@ -9,6 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import type { SessionAudit } from '../../../core/audit/ports.ts';
+import { boundStatementForAudit, classificationForAudit, type TruncationNote } from '../../../core/audit/statement-record.ts';
 import type { SessionEndReason, StatementDecision } from '../../../core/audit/events.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
 import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
@@ -64,6 +65,18 @@ const INSPECTED = new Set<number>([
 ]);
 
 /** Functions of the FunctionCall message are opaque to the parser: the riskiest class. */
+const EMPTY_STATEMENT_FIELDS = {
+  operation: 'unknown',
+  command: 'UNKNOWN',
+  readOnly: false,
+  tables: [],
+  functions: [],
+  risks: [],
+  nested: [],
+  location: { start: 0, length: 0 },
+  text: '',
+} as const;
+
 const FUNCTION_CALL_CLASS: SqlClassification = Object.freeze({ statements: [], readOnly: false, risks: [] });
 
 export class PostgresRelay {
@@ -239,7 +252,7 @@ export class PostgresRelay {
       const id = ++this.stats.statements;
       ids.push(id);
       return this.o.audit.append(
-        { type: 'statement', statementId: id, protocol: 'simple', text: s.text, classification: s, decision: toAuditDecision(decisions[k]!), startedAt: new Date().toISOString() },
+        { type: 'statement', statementId: id, protocol: 'simple', ...auditedText(s.text), classification: classificationForAudit(s), decision: toAuditDecision(decisions[k]!), startedAt: new Date().toISOString() },
         { durable: true },
       );
     });
@@ -286,7 +299,7 @@ export class PostgresRelay {
     this.tracker.beginQuery();
     const id = ++this.stats.statements;
     this.tracker.open(id, false);
-    return this.record(id, 'simple', `FunctionCall oid=${oid}`, undefined, FUNCTION_CALL_CLASS, this.decide(FUNCTION_CALL_CLASS), true);
+    return this.record(id, 'simple', `FunctionCall oid=${oid}`, undefined, FUNCTION_CALL_STATEMENT, this.decide(FUNCTION_CALL_CLASS), true);
   }
 
   /** Appends the statement event; returns a promise to wait for when it must be durable first. */
@@ -295,19 +308,21 @@ export class PostgresRelay {
     protocol: 'simple' | 'extended',
     text: string,
     params: (string | null)[] | undefined,
-    classification: StatementClass | SqlClassification | undefined,
+    classification: StatementClass | undefined,
     decision: Decision,
     mayWrite: boolean,
   ): Promise<void> | undefined {
     const durable = mayWrite && this.o.durableBeforeForward;
+    const bounded = boundStatementForAudit(text, params);
     const p = this.o.audit.append(
       {
         type: 'statement',
         statementId,
         protocol,
-        text,
-        ...(params ? { params } : {}),
-        classification: classification ?? { operation: 'unknown' },
+        text: bounded.text,
+        ...(bounded.params ? { params: bounded.params } : {}),
+        ...(bounded.truncated ? { truncated: bounded.truncated } : {}),
+        classification: classificationForAudit(classification ?? EMPTY_STATEMENT),
         decision: toAuditDecision(decision),
         startedAt: new Date().toISOString(),
       },
@@ -450,6 +465,9 @@ export class PostgresRelay {
   }
 }
 
+/** A fast-path FunctionCall names a function by OID: opaque to the parser, so the riskiest class. */
+const FUNCTION_CALL_STATEMENT: StatementClass = Object.freeze({ ...EMPTY_STATEMENT_FIELDS, command: 'FUNCTION CALL' }) as unknown as StatementClass;
+
 const QUERY_REFUSED = Symbol('query refused');
 
 class StatementRefusedError extends Error {
@@ -459,17 +477,12 @@ class StatementRefusedError extends Error {
   }
 }
 
-const EMPTY_STATEMENT: StatementClass = Object.freeze({
-  operation: 'unknown',
-  command: 'UNKNOWN',
-  readOnly: false,
-  tables: [],
-  functions: [],
-  risks: [],
-  nested: [],
-  location: { start: 0, length: 0 },
-  text: '',
-}) as unknown as StatementClass;
+const EMPTY_STATEMENT: StatementClass = Object.freeze({ ...EMPTY_STATEMENT_FIELDS }) as unknown as StatementClass;
+
+function auditedText(text: string): { text: string; truncated?: TruncationNote } {
+  const b = boundStatementForAudit(text, undefined);
+  return b.truncated ? { text: b.text, truncated: b.truncated } : { text: b.text };
+}
 
 function toAuditDecision(d: Decision): StatementDecision {
   return {
