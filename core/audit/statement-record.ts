@@ -5,6 +5,8 @@
  * full length and a SHA-256 of the whole value, which is enough to prove what was sent.
  */
 import { createHash } from 'node:crypto';
+import type { StatementDecision } from './events.ts';
+import { registerImmutable } from './hash-chain.ts';
 
 export const MAX_AUDITED_TEXT_CHARS = 256 * 1024;
 export const MAX_AUDITED_PARAM_CHARS = 4 * 1024;
@@ -78,7 +80,31 @@ export function classificationForAudit(c: ClassLike): AuditedClassification {
       ...(c.nested.length ? { nested: c.nested.map(classificationForAudit) } : {}),
       ...(c.preparedName !== undefined ? { preparedName: c.preparedName } : {}),
     };
-    projections.set(c, p);
+    projections.set(c, registerImmutable(p));
   }
   return p;
+}
+
+interface DecisionLike {
+  readonly effect: StatementDecision['effect'];
+  readonly policies: readonly string[];
+  readonly reason?: string;
+  readonly policyVersion?: string;
+}
+
+const decisions = new WeakMap<DecisionLike, StatementDecision>();
+
+/** The decision as a statement event records it; shared (and encoded once) per decision object. */
+export function decisionForAudit(d: DecisionLike): StatementDecision {
+  let r = decisions.get(d);
+  if (!r) {
+    r = registerImmutable({
+      effect: d.effect,
+      policies: [...d.policies],
+      ...(d.reason !== undefined ? { reason: d.reason } : {}),
+      ...(d.policyVersion !== undefined ? { policyVersion: d.policyVersion } : {}),
+    });
+    decisions.set(d, r);
+  }
+  return r;
 }

@@ -9,8 +9,8 @@
  */
 import type { Socket } from 'node:net';
 import type { SessionAudit } from '../../../core/audit/ports.ts';
-import { boundStatementForAudit, classificationForAudit, type TruncationNote } from '../../../core/audit/statement-record.ts';
-import type { SessionEndReason, StatementDecision } from '../../../core/audit/events.ts';
+import { boundStatementForAudit, classificationForAudit, decisionForAudit, type TruncationNote } from '../../../core/audit/statement-record.ts';
+import type { SessionEndReason } from '../../../core/audit/events.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
 import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
 import { classifySql, type SqlClassification, type StatementClass } from '../../../core/sql/classify.ts';
@@ -252,7 +252,7 @@ export class PostgresRelay {
       const id = ++this.stats.statements;
       ids.push(id);
       return this.o.audit.append(
-        { type: 'statement', statementId: id, protocol: 'simple', ...auditedText(s.text), classification: classificationForAudit(s), decision: toAuditDecision(decisions[k]!), startedAt: new Date().toISOString() },
+        { type: 'statement', statementId: id, protocol: 'simple', ...auditedText(s.text), classification: classificationForAudit(s), decision: decisionForAudit(decisions[k]!), startedAt: new Date().toISOString() },
         { durable: true },
       );
     });
@@ -323,7 +323,7 @@ export class PostgresRelay {
         ...(bounded.params ? { params: bounded.params } : {}),
         ...(bounded.truncated ? { truncated: bounded.truncated } : {}),
         classification: classificationForAudit(classification ?? EMPTY_STATEMENT),
-        decision: toAuditDecision(decision),
+        decision: decisionForAudit(decision),
         startedAt: new Date().toISOString(),
       },
       { durable },
@@ -484,11 +484,3 @@ function auditedText(text: string): { text: string; truncated?: TruncationNote }
   return b.truncated ? { text: b.text, truncated: b.truncated } : { text: b.text };
 }
 
-function toAuditDecision(d: Decision): StatementDecision {
-  return {
-    effect: d.effect,
-    policies: [...d.policies],
-    ...(d.reason !== undefined ? { reason: d.reason } : {}),
-    ...(d.policyVersion !== undefined ? { policyVersion: d.policyVersion } : {}),
-  };
-}
