@@ -29,6 +29,7 @@ import type { CancelRegistry } from './cancel-registry.ts';
 import { MessageReader } from './message-reader.ts';
 import { ClientMessage, SqlState, StartupCode } from './protocol-codes.ts';
 import { PostgresRelay } from './relay.ts';
+import { setsForbiddenSetting } from './startup-options.ts';
 import { connectUpstream, sendCancel, UpstreamConnectError } from './upstream-connection.ts';
 
 export interface SessionContext {
@@ -71,50 +72,6 @@ class ClientFacingError extends Error {
 
 /** Startup parameters that never pass through to the target. */
 const RESERVED_PARAMETERS = new Set(['user', 'database', 'replication']);
-/** GUCs a client may not set at startup (as a parameter or through `options`): they would change who Warden is upstream. */
-const FORBIDDEN_SETTINGS = new Set(['role', 'session_authorization']);
-/** Backend switches that take an argument: PostgreSQL's getopt string "B:bc:C:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:". */
-const SWITCHES_WITH_ARGUMENT = new Set('BcCDdfhkNprStvW-');
-
-/**
- * Names of the settings a startup `options` string sets, read the way the server reads it: split at
- * whitespace where a backslash escapes any character (pg_split_opts), then getopt over the backend
- * switches, where `-c name=value` and `--name=value` set a setting, flags may be grouped (`-ec name=value`)
- * and `-` in a name means `_` (ParseLongOption). Names are lower-cased like the server's lookup.
- */
-function settingsInOptions(options: string): string[] {
-  const args: string[] = [];
-  let cur: string | undefined;
-  let escaped = false;
-  for (const ch of options) {
-    if (!escaped && /[ \t\n\v\f\r]/.test(ch)) {
-      if (cur !== undefined) args.push(cur);
-      cur = undefined;
-      continue;
-    }
-    cur ??= '';
-    if (!escaped && ch === '\\') escaped = true;
-    else {
-      escaped = false;
-      cur += ch;
-    }
-  }
-  if (cur !== undefined) args.push(cur);
-  const names: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a.length < 2 || a[0] !== '-') continue;
-    for (let k = 1; k < a.length; k++) {
-      const flag = a[k]!;
-      if (!SWITCHES_WITH_ARGUMENT.has(flag)) continue;
-      const value = k + 1 < a.length ? a.slice(k + 1) : (args[++i] ?? '');
-      if (flag === 'c' || flag === '-') names.push(value.split('=')[0]!.replace(/-/g, '_').toLowerCase());
-      break;
-    }
-  }
-  return names;
-}
-
 export async function handleConnection(raw: Socket, ctx: SessionContext): Promise<void> {
   const started = Date.now();
   const source = { address: raw.remoteAddress ?? 'unknown', port: raw.remotePort ?? 0 };
@@ -233,8 +190,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
 
     const passthrough = new Map<string, string>();
     for (const [k, v] of params) if (!RESERVED_PARAMETERS.has(k) && !k.startsWith('_pq_.')) passthrough.set(k, v);
-    const clientSettings = [...[...passthrough.keys()].map((k) => k.toLowerCase()), ...settingsInOptions(passthrough.get('options') ?? '')];
-    if (clientSettings.some((name) => FORBIDDEN_SETTINGS.has(name))) {
+    if (setsForbiddenSetting(passthrough)) {
       throw new ClientFacingError(SqlState.insufficientPrivilege, 'startup options may not set role or session_authorization', 'auth_failed', 'forbidden_startup_setting');
     }
 

@@ -9,7 +9,6 @@
  */
 import type { Socket } from 'node:net';
 import type { SessionAudit } from '../../../core/audit/ports.ts';
-import { boundStatementForAudit, classificationForAudit, decisionForAudit, type TruncationNote } from '../../../core/audit/statement-record.ts';
 import type { SessionEndReason } from '../../../core/audit/events.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
 import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
@@ -20,6 +19,7 @@ import { ClientMessage, ServerMessage, SqlState } from './protocol-codes.ts';
 import { cstring, decodeBind, decodeExecutePortal, decodeFields, decodeKindAndName, decodeParse, errorResponse, readyForQuery } from './backend-messages.ts';
 import { ServerScanner } from './server-scanner.ts';
 import { StatementTracker, type StatementResult } from './statement-tracker.ts';
+import { FUNCTION_CALL_CLASS, FUNCTION_CALL_STATEMENT, refusalFields, statementEndEvent, statementEvent, UNKNOWN_STATEMENT } from './statement-events.ts';
 
 export interface RelayOptions {
   client: Socket;
@@ -65,20 +65,6 @@ const INSPECTED = new Set<number>([
 ]);
 
 /** Functions of the FunctionCall message are opaque to the parser: the riskiest class. */
-const EMPTY_STATEMENT_FIELDS = {
-  operation: 'unknown',
-  command: 'UNKNOWN',
-  readOnly: false,
-  tables: [],
-  functions: [],
-  risks: [],
-  nested: [],
-  location: { start: 0, length: 0 },
-  text: '',
-} as const;
-
-const FUNCTION_CALL_CLASS: SqlClassification = Object.freeze({ statements: [], readOnly: false, risks: [] });
-
 export class PostgresRelay {
   private readonly stats: RelayStats = { statements: 0, bytesFromClient: 0, bytesToClient: 0 };
   private readonly tracker: StatementTracker;
@@ -222,7 +208,7 @@ export class PostgresRelay {
       if (d.effect !== 'allow') return d;
       last = d;
     }
-    return last ?? this.o.decider.decideStatement(this.o.principal, this.o.target, EMPTY_STATEMENT);
+    return last ?? this.o.decider.decideStatement(this.o.principal, this.o.target, UNKNOWN_STATEMENT);
   }
 
   private query(text: string): Promise<void> | undefined {
@@ -252,7 +238,7 @@ export class PostgresRelay {
       const id = ++this.stats.statements;
       ids.push(id);
       return this.o.audit.append(
-        { type: 'statement', statementId: id, protocol: 'simple', ...auditedText(s.text), classification: classificationForAudit(s), decision: decisionForAudit(decisions[k]!), startedAt: new Date().toISOString() },
+        statementEvent(id, 'simple', s.text, undefined, s, decisions[k]!),
         { durable: true },
       );
     });
@@ -260,12 +246,7 @@ export class PostgresRelay {
       for (const id of ids) this.statementEnded({ statementId: id, outcome: 'denied', durationMs: 0, sqlstate: SqlState.insufficientPrivilege, error: refused.reason ?? 'denied by policy' });
       this.o.client.write(
         Buffer.concat([
-          errorResponse({
-            severity: 'ERROR',
-            code: SqlState.insufficientPrivilege,
-            message: refused.effect === 'approval' ? `approval required: ${refused.reason ?? 'this statement needs approval'}` : `denied by policy: ${refused.reason ?? 'not permitted'}`,
-            detail: `policies: ${refused.policies.join(', ') || '(none)'}`,
-          }),
+          errorResponse(refusalFields(refused)),
           readyForQuery(this.txStatus as 'I' | 'T' | 'E'),
         ]),
       );
@@ -290,7 +271,7 @@ export class PostgresRelay {
       prepared?.text ?? '',
       portal?.params,
       statement,
-      prepared?.decision ?? this.o.decider.decideStatement(this.o.principal, this.o.target, EMPTY_STATEMENT),
+      prepared?.decision ?? this.o.decider.decideStatement(this.o.principal, this.o.target, UNKNOWN_STATEMENT),
       !(prepared?.classification.readOnly ?? false),
     );
   }
@@ -313,19 +294,8 @@ export class PostgresRelay {
     mayWrite: boolean,
   ): Promise<void> | undefined {
     const durable = mayWrite && this.o.durableBeforeForward;
-    const bounded = boundStatementForAudit(text, params);
     const p = this.o.audit.append(
-      {
-        type: 'statement',
-        statementId,
-        protocol,
-        text: bounded.text,
-        ...(bounded.params ? { params: bounded.params } : {}),
-        ...(bounded.truncated ? { truncated: bounded.truncated } : {}),
-        classification: classificationForAudit(classification ?? EMPTY_STATEMENT),
-        decision: decisionForAudit(decision),
-        startedAt: new Date().toISOString(),
-      },
+      statementEvent(statementId, protocol, text, params, classification, decision),
       { durable },
     );
     if (durable) return p;
@@ -406,22 +376,7 @@ export class PostgresRelay {
   }
 
   private statementEnded(r: StatementResult): void {
-    this.o.audit
-      .append(
-        {
-          type: 'statement.end',
-          statementId: r.statementId,
-          endedAt: new Date().toISOString(),
-          durationMs: Math.round(r.durationMs * 1000) / 1000,
-          outcome: r.outcome,
-          ...(r.command !== undefined ? { command: r.command } : {}),
-          ...(r.rows !== undefined ? { rows: r.rows } : {}),
-          ...(r.sqlstate !== undefined ? { sqlstate: r.sqlstate } : {}),
-          ...(r.error !== undefined ? { error: r.error } : {}),
-        },
-        { durable: false },
-      )
-      .catch((err: unknown) => this.failClosed(err));
+    this.o.audit.append(statementEndEvent(r), { durable: false }).catch((err: unknown) => this.failClosed(err));
   }
 
   // ---- endings ------------------------------------------------------------------------------------
@@ -465,9 +420,6 @@ export class PostgresRelay {
   }
 }
 
-/** A fast-path FunctionCall names a function by OID: opaque to the parser, so the riskiest class. */
-const FUNCTION_CALL_STATEMENT: StatementClass = Object.freeze({ ...EMPTY_STATEMENT_FIELDS, command: 'FUNCTION CALL' }) as unknown as StatementClass;
-
 const QUERY_REFUSED = Symbol('query refused');
 
 class StatementRefusedError extends Error {
@@ -476,11 +428,3 @@ class StatementRefusedError extends Error {
     this.name = 'StatementRefusedError';
   }
 }
-
-const EMPTY_STATEMENT: StatementClass = Object.freeze({ ...EMPTY_STATEMENT_FIELDS }) as unknown as StatementClass;
-
-function auditedText(text: string): { text: string; truncated?: TruncationNote } {
-  const b = boundStatementForAudit(text, undefined);
-  return b.truncated ? { text: b.text, truncated: b.truncated } : { text: b.text };
-}
-

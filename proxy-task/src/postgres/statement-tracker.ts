@@ -35,7 +35,6 @@ export class StatementTracker {
   private head = 0;
   private syncPointsSent = 0;
   private syncPointsAnswered = 0;
-  private failedSyncPoint = -1;
 
   constructor(private readonly onResult: (r: StatementResult) => void) {}
 
@@ -89,7 +88,6 @@ export class StatementTracker {
 
   error(fields: Record<string, string>): void {
     const current = this.syncPointsAnswered + 1;
-    this.failedSyncPoint = current;
     const s = this.slots[this.head];
     // An error of a Parse/Bind before any Execute of this sync point has no slot of its own.
     if (!s || s.syncPoint !== current) return;
@@ -109,7 +107,6 @@ export class StatementTracker {
       this.shift();
       this.emit(s, { outcome: 'error', error: 'not executed: an earlier message of the same batch failed' });
     }
-    this.failedSyncPoint = -1;
     if (this.head > 1024 && this.head * 2 > this.slots.length) {
       this.slots = this.slots.slice(this.head);
       this.head = 0;
