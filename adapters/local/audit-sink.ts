@@ -1,27 +1,46 @@
 /**
- * Local-disk audit sink: one append-only JSONL file per session plus an index.
+ * Local-disk audit sink: one append-only JSONL file per session plus an index, written through a
+ * write-ahead journal.
  *
  * Layout under `dir`:
- *   sessions/<sessionId>.jsonl  one event per line (JSON.stringify of the chained event)
+ *   sessions/<sessionId>.jsonl  one event per line (the chained event's JSON)
  *   index.jsonl                 one line when a session starts and one when it ends
+ *   journal.wal                 write-ahead journal: `<sessionId or @index>\t<line>` (audit-journal.ts)
  *
- * Group commit: append() only chains the event (hash computed synchronously) and buffers the
- * line in memory. A single committer takes every dirty buffer, writes each to its session's
- * FileHandle (opened once per session), fdatasync()s all written files in parallel and then
- * resolves every waiting promise. A durable append asks for a commit at once; while a round
- * runs, further requests coalesce into one next round that starts as soon as it finishes, so
- * many sessions' durable events share one fsync round. Non-durable events are committed by a
- * timer at most `readOnlyWindowMs` after they were appended (earlier if a durable commit
- * happens first).
+ * Group commit through the journal: append() only chains the event (hash computed synchronously)
+ * and buffers the line in memory. A single committer runs rounds; a round takes every buffered
+ * line of every session plus the index lines, appends them to journal.wal with ONE write and ONE
+ * fdatasync (the only disk wait on the critical path, whatever the number of sessions), resolves
+ * every waiting promise, and only then writes the same lines to their session files and
+ * index.jsonl without fsync: a single writer batches the rounds of the last `fileWriteDelayMs`
+ * (default 20) into one write per file, in order per file (flush() and checkpoints do not wait for
+ * the delay). A durable append asks for a round at once; while a round
+ * runs, further requests coalesce into one next round. Non-durable events are committed by a timer
+ * at most `readOnlyWindowMs` after they were appended (earlier if a durable round happens first).
  *
- * Loss window on a crash: non-durable events appended within the last readOnlyWindowMs plus
- * about one commit round (write + fsync) may be lost; a durable event whose promise resolved
- * is never lost. A torn last line is possible after a crash and is tolerated by the readers.
+ * Session files are fdatasync'ed when their session ends (after the seal is written, off the
+ * critical path) and at checkpoints. A checkpoint runs when the journal exceeds
+ * `journalCheckpointBytes` and at close(): rounds wait while it fdatasyncs every session file and
+ * index.jsonl with unsynced writes (and the sessions dir for new files) and then truncates the
+ * journal. open() replays a non-empty journal into the files first (crash recovery), and the
+ * readers below merge the journal read-only, so right after a crash (even without a restart) they
+ * show every event that was durable.
  *
- * Fail closed: a write or fsync error marks the whole sink failed; waiting and all later
+ * Loss window on a crash (process or machine): non-durable events appended within the last
+ * readOnlyWindowMs plus about one round (a journal write + fdatasync) may be lost; a durable event
+ * whose promise resolved is in the journal or its fsynced file, never lost. The files themselves
+ * may lag behind the journal (by fileWriteDelayMs while running; after a machine crash, by
+ * everything since the last checkpoint): read them with the readers below, or open() the sink
+ * once, never raw. Torn last lines are possible after a crash; the readers and the recovery
+ * tolerate them.
+ *
+ * Fail closed: a journal write or fsync error marks the whole sink failed; waiting and all later
  * appends reject with AuditWriteError (non-durable appends that already resolved cannot be
- * recalled: they are lost with the failure). Failing to create one session's file fails only
- * that session. Going over maxPendingBytes rejects the append without failing the sink.
+ * recalled: they are lost with the failure). A session-file or index write/fsync error after the
+ * journal was durable fails the sink too (the journal could no longer be truncated safely); the
+ * journal then keeps its content for the recovery at the next open(). Failing to create one
+ * session's file fails only that session. Going over maxPendingBytes rejects the append without
+ * failing the sink. One sink per directory: two processes must not share an audit dir.
  */
 import { mkdir, open as fsOpen, readFile, readdir, link, unlink, writeFile, chmod } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -37,10 +56,25 @@ import type {
   SessionId,
   SessionStartFields,
 } from '../../core/audit/events.ts';
-import { chainEvent, makeSealBody } from '../../core/audit/hash-chain.ts';
+import { chainEvent, chainEventLine, makeSealBody } from '../../core/audit/hash-chain.ts';
 import type { ChainLink } from '../../core/audit/hash-chain.ts';
 import { AuditWriteError } from '../../core/audit/ports.ts';
 import type { AuditSink, SessionAudit } from '../../core/audit/ports.ts';
+import {
+  AuditJournal,
+  DEFAULT_JOURNAL_CHECKPOINT_BYTES,
+  INDEX_TARGET,
+  journalChunk,
+  mergeIndexJournal,
+  mergeSessionJournal,
+  readJournal,
+  syncDir,
+  writeAll,
+} from './audit-journal.ts';
+import type { JournalContents, RecoveryReport } from './audit-journal.ts';
+
+export { DEFAULT_JOURNAL_CHECKPOINT_BYTES } from './audit-journal.ts';
+export type { JournalContents, RecoveryReport } from './audit-journal.ts';
 
 export interface LocalAuditSinkOptions {
   dir: string;
@@ -49,23 +83,42 @@ export interface LocalAuditSinkOptions {
   /** Ed25519 private key used to sign seals. */
   signingKey: KeyObject;
   keyId: string;
-  /** Buffered + in-flight bytes beyond which append rejects (fail closed). Default 64 MiB. */
+  /**
+   * Buffered, in-flight and not-yet-written-to-their-files bytes beyond which append rejects
+   * (fail closed). Default 64 MiB.
+   */
   maxPendingBytes?: number;
-  /** Opens a session file; for fault injection in tests. Default: fs.promises.open. */
+  /** Journal size that triggers a checkpoint (files fsynced, journal truncated). Default 16 MiB. */
+  journalCheckpointBytes?: number;
+  /**
+   * How long journaled lines may wait before they are written to their session files and index.jsonl
+   * (they are durable already; waiting batches many rounds into one write per file). Default 20;
+   * flush(), checkpoints and 1 MiB of waiting lines write them at once.
+   */
+  fileWriteDelayMs?: number;
+  /** Opens session files, journal.wal and index.jsonl; for fault injection in tests. Default: fs.promises.open. */
   openFile?: (path: string, flags: string, mode: number) => Promise<FileHandle>;
 }
 
 export interface AuditSinkStats {
-  /** Commit rounds that wrote something. */
+  /** Commit rounds that wrote something (one journal write + fdatasync each). */
   commits: number;
-  /** fdatasync/fsync calls (files and directories). */
+  /** fdatasync/fsync calls: journal rounds, session ends, checkpoints (files, directory, journal). */
   fsyncs: number;
-  /** Bytes written to session files and the index. */
+  /** Bytes written to the journal. */
   bytes: number;
+  /** Bytes written to session files and the index (after the journal). */
+  fileBytes: number;
+  /** Checkpoints done (journal truncated). */
+  checkpoints: number;
   /** Events accepted. */
   events: number;
   /** Buffered or in-flight bytes not yet durable. */
   pendingBytes: number;
+  /** Bytes durable in the journal, not yet written to their files. */
+  unwrittenBytes: number;
+  /** Current journal size. */
+  journalBytes: number;
   openSessions: number;
   failed: boolean;
 }
@@ -88,6 +141,9 @@ export class AuditKeyError extends Error {
 
 export const DEFAULT_READ_ONLY_WINDOW_MS = 100;
 export const DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_FILE_WRITE_DELAY_MS = 20;
+/** Lines waiting for their files beyond which they are written without waiting for the delay. */
+const FILE_WRITE_BATCH_BYTES = 1024 * 1024;
 const FILE_MODE = 0o600;
 const DIR_MODE = 0o700;
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -102,28 +158,41 @@ interface Waiter {
   reject: (err: Error) => void;
   /** Set when the waiter only depends on one session (its open may fail alone). */
   session?: SessionState;
+  /** flush(): also wait until the lines are written to their files. */
+  written?: boolean;
 }
 
 interface SessionState {
   id: SessionId;
   start: SessionStartFields;
   handle: Promise<FileHandle>;
-  /** The file was just created: its directory entry still needs an fsync. */
+  /** The handle, once a round has seen it open. */
+  fh: FileHandle | null;
+  /** The file was just created: its directory entry still needs an fsync (at a checkpoint). */
   newFile: boolean;
+  /** Lines (each with its '\n') not yet in the journal. */
   buf: string[];
   bufBytes: number;
   indexBuf: string[];
   last: ChainLink;
   ended: boolean;
+  /** The seal went to the journal: the lines queued for the file are its last ones. */
+  sealJournaled: boolean;
   failed: AuditWriteError | null;
   principal?: Principal;
 }
 
 interface BatchItem {
   s: SessionState;
-  data: string;
-  index: string;
+  lines: string[];
   bytes: number;
+  /** The session had ended when its lines were taken: they include the seal, the file's last line. */
+  final: boolean;
+}
+
+/** Lines durable in the journal, waiting to be written to one file (each with its '\n'). */
+interface FileQueue {
+  lines: string[];
 }
 
 export class LocalAuditSink implements AuditSink {
@@ -131,36 +200,72 @@ export class LocalAuditSink implements AuditSink {
   private readonly sessionsDir: string;
   private readonly windowMs: number;
   private readonly maxPendingBytes: number;
+  private readonly checkpointBytes: number;
+  private readonly fileWriteDelayMs: number;
   private readonly signingKey: KeyObject;
   private readonly keyId: string;
   private readonly openFile: (path: string, flags: string, mode: number) => Promise<FileHandle>;
   private readonly indexHandle: FileHandle;
+  private readonly journal: AuditJournal;
 
+  /** Sessions that can still append (not ended, not failed). */
   private readonly sessions = new Map<SessionId, SessionState>();
+  /** Sessions whose file handle is (or may be) open. */
+  private readonly files = new Set<SessionState>();
   private readonly dirty = new Set<SessionState>();
   private waiters: Waiter[] = [];
+  /** Waiters of the round whose journal write is in flight. */
+  private inflight: Waiter[] = [];
   private pendingBytes = 0;
   private timer: NodeJS.Timeout | null = null;
   private committing = false;
+  private commitLoop: Promise<void> = RESOLVED;
   private commitAgain = false;
   private commitScheduled = false;
   private failure: AuditWriteError | null = null;
   private closing = false;
   private closePromise: Promise<void> | null = null;
-  private readonly counters = { commits: 0, fsyncs: 0, bytes: 0, events: 0 };
 
-  private constructor(opts: LocalAuditSinkOptions, indexHandle: FileHandle) {
+  // File writes after the journal (the "apply" side).
+  private fileQueue = new Map<SessionState, FileQueue>();
+  private indexQueue: string[] = [];
+  private unwrittenBytes = 0;
+  private applying: Promise<void> | null = null;
+  private writeTimer: NodeJS.Timeout | null = null;
+  /** A checkpoint waits for the file writes: no delay between batches. */
+  private writeUrgent = false;
+  private applyGen = 0;
+  private appliedGen = 0;
+  private applyWaiters: { gen: number; w: Waiter }[] = [];
+  // Writes not yet fsynced: what the next checkpoint must sync before truncating the journal.
+  private readonly unsynced = new Set<SessionState>();
+  private indexUnsynced = false;
+  private dirUnsynced = false;
+  private readonly endSyncs = new Set<Promise<void>>();
+
+  private readonly counters = { commits: 0, fsyncs: 0, bytes: 0, fileBytes: 0, checkpoints: 0, events: 0 };
+  /** What the recovery at open() replayed from the journal (null: the journal was empty). */
+  readonly recovery: RecoveryReport | null;
+
+  private constructor(opts: LocalAuditSinkOptions, indexHandle: FileHandle, journal: AuditJournal) {
     this.dir = opts.dir;
     this.sessionsDir = join(opts.dir, 'sessions');
     this.windowMs = opts.readOnlyWindowMs ?? DEFAULT_READ_ONLY_WINDOW_MS;
     this.maxPendingBytes = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
+    this.checkpointBytes = opts.journalCheckpointBytes ?? DEFAULT_JOURNAL_CHECKPOINT_BYTES;
+    this.fileWriteDelayMs = opts.fileWriteDelayMs ?? DEFAULT_FILE_WRITE_DELAY_MS;
     this.signingKey = opts.signingKey;
     this.keyId = opts.keyId;
     this.openFile = opts.openFile ?? ((p, f, m) => fsOpen(p, f, m));
     this.indexHandle = indexHandle;
+    this.journal = journal;
+    this.recovery = journal.recovered;
   }
 
-  /** Creates the directories, opens index.jsonl (terminating a torn last line) and returns the sink. */
+  /**
+   * Creates the directories, replays a non-empty journal into the files (crash recovery), opens
+   * index.jsonl (terminating a torn last line the journal did not cover) and returns the sink.
+   */
   static async open(opts: LocalAuditSinkOptions): Promise<LocalAuditSink> {
     if (opts.signingKey.type !== 'private' || opts.signingKey.asymmetricKeyType !== 'ed25519') {
       throw new AuditKeyError('signingKey must be an Ed25519 private key');
@@ -168,13 +273,15 @@ export class LocalAuditSink implements AuditSink {
     const sessionsDir = join(opts.dir, 'sessions');
     try {
       await mkdir(sessionsDir, { recursive: true, mode: DIR_MODE });
-      const index = await fsOpen(join(opts.dir, 'index.jsonl'), 'a+', FILE_MODE);
+      const journal = await AuditJournal.open(opts.dir, opts.openFile ? { openFile: opts.openFile } : {});
+      let index: FileHandle | null = null;
       try {
+        index = await (opts.openFile ?? fsOpen)(join(opts.dir, 'index.jsonl'), 'a+', FILE_MODE);
         const { size } = await index.stat();
         if (size > 0) {
           const last = Buffer.alloc(1);
           await index.read(last, 0, 1, size - 1);
-          // A crash mid-line left a fragment: end it so our first line is not glued onto it.
+          // A fragment the journal did not hold (not ours): end it so our first line is not glued onto it.
           if (last[0] !== 0x0a) {
             await index.write('\n');
             await index.datasync();
@@ -182,10 +289,11 @@ export class LocalAuditSink implements AuditSink {
         }
         await syncDir(opts.dir);
       } catch (err) {
-        await index.close().catch(noop);
+        await index?.close().catch(noop);
+        await journal.close().catch(noop);
         throw err;
       }
-      return new LocalAuditSink(opts, index);
+      return new LocalAuditSink(opts, index, journal);
     } catch (err) {
       throw new AuditWriteError(`cannot open audit dir ${opts.dir}: ${(err as Error).message}`, { cause: err });
     }
@@ -195,6 +303,8 @@ export class LocalAuditSink implements AuditSink {
     return {
       ...this.counters,
       pendingBytes: this.pendingBytes,
+      unwrittenBytes: this.unwrittenBytes,
+      journalBytes: this.journal.size,
       openSessions: this.sessions.size,
       failed: this.failure !== null,
     };
@@ -208,8 +318,8 @@ export class LocalAuditSink implements AuditSink {
     const ev = chainEvent(null, { type: 'session.start', ...start }, { sessionId });
     const line = JSON.stringify(ev) + '\n';
     const bytes = Buffer.byteLength(line);
-    if (this.pendingBytes + bytes > this.maxPendingBytes) {
-      throw new AuditWriteError(`audit buffer full (${this.pendingBytes} bytes pending): refusing new session`);
+    if (this.heldBytes() + bytes > this.maxPendingBytes) {
+      throw new AuditWriteError(`audit buffer full (${this.heldBytes()} bytes pending): refusing new session`);
     }
     // 'ax': append-only, and never mix two chains in one file.
     const handle = this.openFile(join(this.sessionsDir, `${sessionId}.jsonl`), 'ax', FILE_MODE);
@@ -217,18 +327,21 @@ export class LocalAuditSink implements AuditSink {
       id: sessionId,
       start,
       handle,
+      fh: null,
       newFile: true,
       buf: [],
       bufBytes: 0,
       indexBuf: [],
       last: ev,
       ended: false,
+      sealJournaled: false,
       failed: null,
     };
     handle.catch((err: unknown) => {
       s.failed = new AuditWriteError(`cannot create audit file for session ${sessionId}: ${(err as Error).message}`, { cause: err });
     });
     this.sessions.set(sessionId, s);
+    this.files.add(s);
     s.indexBuf.push(
       JSON.stringify({
         sessionId,
@@ -263,19 +376,19 @@ export class LocalAuditSink implements AuditSink {
     if (!isAuditEventType(type) || isLifecycleEventType(type)) {
       return Promise.reject(new AuditWriteError(`cannot append an event of type ${JSON.stringify(type)}`));
     }
-    let ev: AuditEvent;
+    let link: ChainLink;
     let line: string;
     try {
-      ev = chainEvent(s.last, body, { sessionId: s.id });
-      line = JSON.stringify(ev) + '\n';
+      ({ link, line } = chainEventLine(s.last, body, { sessionId: s.id }));
+      line += '\n';
     } catch (err) {
       return Promise.reject(new AuditWriteError(`cannot encode audit event: ${(err as Error).message}`, { cause: err }));
     }
     const bytes = Buffer.byteLength(line);
-    if (this.pendingBytes + bytes > this.maxPendingBytes) {
-      return Promise.reject(new AuditWriteError(`audit buffer full (${this.pendingBytes} bytes pending, limit ${this.maxPendingBytes})`));
+    if (this.heldBytes() + bytes > this.maxPendingBytes) {
+      return Promise.reject(new AuditWriteError(`audit buffer full (${this.heldBytes()} bytes pending, limit ${this.maxPendingBytes})`));
     }
-    s.last = ev;
+    s.last = link;
     if (body.type === 'auth.success') s.principal = body.principal;
     this.enqueue(s, line, bytes);
     return this.settle(s, durable);
@@ -318,15 +431,17 @@ export class LocalAuditSink implements AuditSink {
     return this.settle(s, true);
   }
 
+  /** Resolves once everything appended before is durable and written to its file (not fsynced). */
   flush(): Promise<void> {
     if (this.failure) return Promise.reject(this.failedError());
-    if (this.dirty.size === 0 && !this.committing && !this.commitScheduled) return RESOLVED;
+    if (this.dirty.size === 0 && !this.committing && !this.commitScheduled && this.applying === null && !this.hasQueuedWrites()) return RESOLVED;
     return new Promise<void>((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
+      this.waiters.push({ resolve, reject, written: true });
       this.kick();
     });
   }
 
+  /** Flushes, checkpoints (session files and index fsynced, journal truncated) and releases files. */
   close(): Promise<void> {
     if (!this.closePromise) {
       this.closing = true;
@@ -338,9 +453,24 @@ export class LocalAuditSink implements AuditSink {
           error = err;
         }
         this.clearTimer();
-        const handles = [...this.sessions.values()].map((s) => s.handle.then((h) => h.close()).catch(noop));
+        // Take the committer's place: no round may run during the checkpoint.
+        while (this.committing) await this.commitLoop;
+        if (!this.failure) {
+          this.committing = true;
+          try {
+            await this.checkpoint();
+          } catch (err) {
+            this.fail(err, []);
+            error ??= this.failedError();
+          } finally {
+            this.committing = false;
+          }
+        }
+        await Promise.all([...this.endSyncs]);
+        const handles = [...this.files].map((s) => s.handle.then((h) => h.close()).catch(noop));
+        this.files.clear();
         this.sessions.clear();
-        await Promise.all([...handles, this.indexHandle.close().catch(noop)]);
+        await Promise.all([...handles, this.indexHandle.close().catch(noop), this.journal.close().catch(noop)]);
         if (error) throw error;
       })();
     }
@@ -348,6 +478,10 @@ export class LocalAuditSink implements AuditSink {
   }
 
   // --- internals ---------------------------------------------------------------------------
+
+  private heldBytes(): number {
+    return this.pendingBytes + this.unwrittenBytes;
+  }
 
   private unusableError(): AuditWriteError | null {
     if (this.failure) return this.failedError();
@@ -410,7 +544,8 @@ export class LocalAuditSink implements AuditSink {
       this.commitAgain = true;
       return;
     }
-    void this.runCommits();
+    if (this.failure) return;
+    this.commitLoop = this.runCommits();
   }
 
   private async runCommits(): Promise<void> {
@@ -419,6 +554,13 @@ export class LocalAuditSink implements AuditSink {
       do {
         this.commitAgain = false;
         await this.commitRound();
+        if (!this.failure && this.journal.size >= this.checkpointBytes) {
+          try {
+            await this.checkpoint();
+          } catch (err) {
+            this.fail(err, []);
+          }
+        }
       } while (!this.failure && (this.commitAgain || this.waiters.length > 0));
     } finally {
       this.committing = false;
@@ -435,146 +577,307 @@ export class LocalAuditSink implements AuditSink {
   private async commitRound(): Promise<void> {
     const waiters = this.waiters;
     this.waiters = [];
+    this.inflight = waiters;
     const batch: BatchItem[] = [];
+    const indexLines: string[] = [];
     for (const s of this.dirty) {
-      batch.push({ s, data: s.buf.join(''), index: s.indexBuf.join(''), bytes: s.bufBytes });
+      batch.push({ s, lines: s.buf, bytes: s.bufBytes, final: s.ended });
       s.buf = [];
       s.bufBytes = 0;
-      s.indexBuf = [];
     }
     this.dirty.clear();
     // Everything buffered is in this round; lines appended from now on re-arm the timer.
     this.clearTimer();
     if (batch.length === 0) {
-      for (const w of waiters) w.resolve();
+      this.inflight = [];
+      this.settleRound(waiters, null);
       return;
     }
 
     // Sessions whose file could not be created fail alone; their data is dropped.
     const handles = await Promise.all(batch.map((b) => b.s.handle.then((h) => h, () => null)));
-    const ok: { b: BatchItem; fh: FileHandle }[] = [];
+    if (this.failure) return; // fail() rejected this round's waiters
+    const ok: BatchItem[] = [];
     const failedSessions = new Set<SessionState>();
     let bytesDone = 0;
+    let okBytes = 0;
+    let text = '';
     batch.forEach((b, i) => {
       const fh = handles[i];
-      if (fh) ok.push({ b, fh });
-      else {
+      bytesDone += b.bytes;
+      if (fh) {
+        b.s.fh = fh;
+        ok.push(b);
+        okBytes += b.bytes;
+        text += journalChunk(b.s.id, b.lines);
+        for (const l of b.s.indexBuf) indexLines.push(l);
+      } else {
         failedSessions.add(b.s);
-        bytesDone += b.bytes;
         this.sessions.delete(b.s.id);
+        this.files.delete(b.s);
       }
+      b.s.indexBuf = [];
     });
-    const indexData = ok.map(({ b }) => b.index).join('');
-
+    text += journalChunk(INDEX_TARGET, indexLines);
+    const data = Buffer.from(text, 'utf8');
     try {
-      const dataBuffers = ok.map(({ b }) => Buffer.from(b.data, 'utf8'));
-      const indexBuffer = indexData ? Buffer.from(indexData, 'utf8') : null;
-      await Promise.all([
-        ...ok.map(({ fh }, i) => writeAll(fh, dataBuffers[i]!)),
-        indexBuffer ? writeAll(this.indexHandle, indexBuffer) : RESOLVED,
-      ]);
-      const syncs: Promise<void>[] = ok.map(({ fh }) => fh.datasync());
-      if (indexBuffer) syncs.push(this.indexHandle.datasync());
-      // New files' directory entries must be durable too, or the file can vanish in a crash.
-      if (ok.some(({ b }) => b.s.newFile)) syncs.push(syncDir(this.sessionsDir));
-      this.counters.fsyncs += syncs.length;
-      await Promise.all(syncs);
-      this.counters.commits++;
-      this.counters.bytes += dataBuffers.reduce((n, d) => n + d.length, 0) + (indexBuffer?.length ?? 0);
+      await this.journal.appendEncoded(data);
     } catch (err) {
       this.fail(err, waiters);
       return;
     }
-
-    for (const { b } of ok) {
-      b.s.newFile = false;
-      bytesDone += b.bytes;
+    if (this.failure) return; // a file write failed meanwhile: this round's waiters were rejected
+    this.inflight = [];
+    if (data.length > 0) {
+      this.counters.commits++;
+      this.counters.fsyncs++;
+      this.counters.bytes += data.length;
     }
     this.pendingBytes -= bytesDone;
-    for (const w of waiters) {
-      if (w.session && failedSessions.has(w.session)) w.reject(this.sessionError(w.session)!);
-      else w.resolve();
+
+    for (const b of ok) {
+      if (b.s.newFile) {
+        b.s.newFile = false;
+        this.dirUnsynced = true;
+      }
+      // Ended sessions cannot get new lines: these are their file's last ones. (A session may have
+      // ended after this round took its lines: its seal is then in the next round.)
+      if (b.final) {
+        b.s.sealJournaled = true;
+        this.sessions.delete(b.s.id);
+      }
     }
-    // Ended sessions cannot get new lines, so their file is complete.
-    await Promise.all(
-      ok
-        .filter(({ b }) => b.s.ended && b.s.buf.length === 0)
-        .map(({ b, fh }) => {
-          this.sessions.delete(b.s.id);
-          return fh.close().catch(noop);
-        }),
-    );
+    const indexText = indexLines.join('');
+    this.enqueueWrites(ok, indexText, okBytes + Buffer.byteLength(indexText));
+    this.settleRound(waiters, failedSessions);
+  }
+
+  private settleRound(waiters: Waiter[], failedSessions: Set<SessionState> | null): void {
+    const gen = this.applyGen;
+    for (const w of waiters) {
+      if (w.session && failedSessions?.has(w.session)) w.reject(this.sessionError(w.session)!);
+      else if (w.written && this.appliedGen < gen) {
+        this.applyWaiters.push({ gen, w });
+        this.startWriter(); // flush(): no delay
+      } else w.resolve();
+    }
+  }
+
+  /**
+   * Queues journaled lines for their files. A single writer writes them in batches, one write per
+   * file per batch (so in order per file), at most every fileWriteDelayMs unless something waits.
+   */
+  private enqueueWrites(items: BatchItem[], indexText: string, bytes: number): void {
+    for (const b of items) {
+      const q = this.fileQueue.get(b.s);
+      if (q) for (const l of b.lines) q.lines.push(l);
+      else this.fileQueue.set(b.s, { lines: b.lines });
+    }
+    if (indexText) this.indexQueue.push(indexText);
+    if (items.length === 0 && !indexText) return;
+    this.unwrittenBytes += bytes;
+    this.applyGen++;
+    this.scheduleWriter();
+  }
+
+  private hasQueuedWrites(): boolean {
+    return this.fileQueue.size > 0 || this.indexQueue.length > 0;
+  }
+
+  private scheduleWriter(): void {
+    if (this.applying !== null || this.failure) return; // the running batch reschedules
+    if (this.fileWriteDelayMs <= 0 || this.unwrittenBytes >= FILE_WRITE_BATCH_BYTES || this.writeUrgent || this.applyWaiters.length > 0) {
+      this.startWriter();
+    } else if (this.writeTimer === null) {
+      this.writeTimer = setTimeout(() => {
+        this.writeTimer = null;
+        this.startWriter();
+      }, this.fileWriteDelayMs);
+      this.writeTimer.unref();
+    }
+  }
+
+  private startWriter(): void {
+    if (this.writeTimer !== null) {
+      clearTimeout(this.writeTimer);
+      this.writeTimer = null;
+    }
+    if (this.applying !== null || this.failure || !this.hasQueuedWrites()) return;
+    this.applying = this.writeBatch().finally(() => {
+      this.applying = null;
+      // Lines queued while this batch was written.
+      if (this.hasQueuedWrites()) this.scheduleWriter();
+    });
+  }
+
+  private async writeBatch(): Promise<void> {
+    const gen = this.applyGen;
+    const queue = this.fileQueue;
+    const indexText = this.indexQueue.join('');
+    this.fileQueue = new Map();
+    this.indexQueue = [];
+    const items = [...queue].map(([s, q]) => ({ s, data: Buffer.from(q.lines.join(''), 'utf8') }));
+    const indexData = indexText ? Buffer.from(indexText, 'utf8') : null;
+    try {
+      await Promise.all([
+        ...items.map(({ s, data }) => writeAll(s.fh!, data)),
+        indexData ? writeAll(this.indexHandle, indexData) : RESOLVED,
+      ]);
+    } catch (err) {
+      this.fail(err, []);
+      return;
+    }
+    let written = indexData?.length ?? 0;
+    for (const { s, data } of items) {
+      written += data.length;
+      if (s.sealJournaled && !this.fileQueue.has(s)) this.endSync(s);
+      else this.unsynced.add(s);
+    }
+    if (indexData) this.indexUnsynced = true;
+    this.counters.fileBytes += written;
+    this.unwrittenBytes -= written;
+    this.appliedGen = gen;
+    const ready = this.applyWaiters.filter((x) => x.gen <= gen);
+    if (ready.length > 0) {
+      this.applyWaiters = this.applyWaiters.filter((x) => x.gen > gen);
+      for (const x of ready) x.w.resolve();
+    }
+  }
+
+  /** A session's file is complete: fdatasync and close it, off the critical path. */
+  private endSync(s: SessionState): void {
+    this.unsynced.delete(s);
+    const fh = s.fh!;
+    const p = (async () => {
+      try {
+        await fh.datasync();
+        this.counters.fsyncs++;
+      } catch (err) {
+        this.fail(err, []);
+        return;
+      }
+      this.files.delete(s);
+      await fh.close().catch(noop);
+    })();
+    this.endSyncs.add(p);
+    void p.finally(() => this.endSyncs.delete(p));
+  }
+
+  /**
+   * Makes every file write durable, then empties the journal. Runs in the committer's place (no
+   * round meanwhile, so nothing new enters the journal before it is truncated).
+   */
+  private async checkpoint(): Promise<void> {
+    this.writeUrgent = true;
+    try {
+      this.startWriter();
+      while (this.applying) await this.applying;
+    } finally {
+      this.writeUrgent = false;
+    }
+    if (this.failure) throw this.failedError();
+    const syncs: Promise<unknown>[] = [...this.endSyncs];
+    const files = [...this.unsynced];
+    for (const s of files) syncs.push(s.fh!.datasync());
+    if (this.indexUnsynced) syncs.push(this.indexHandle.datasync());
+    // New files' directory entries must be durable too, or a file could vanish in a crash.
+    if (this.dirUnsynced) syncs.push(syncDir(this.sessionsDir));
+    this.counters.fsyncs += files.length + (this.indexUnsynced ? 1 : 0) + (this.dirUnsynced ? 1 : 0);
+    await Promise.all(syncs);
+    if (this.failure) throw this.failedError(); // an end-of-session fsync failed
+    this.unsynced.clear();
+    this.indexUnsynced = false;
+    this.dirUnsynced = false;
+    if (this.journal.size > 0) {
+      await this.journal.truncate();
+      this.counters.fsyncs++;
+    }
+    this.counters.checkpoints++;
   }
 
   private fail(err: unknown, roundWaiters: Waiter[]): void {
+    if (this.failure) return;
     this.failure = new AuditWriteError(`audit write failed, failing closed: ${(err as Error).message}`, { cause: err });
     this.clearTimer();
-    const waiters = [...roundWaiters, ...this.waiters];
+    if (this.writeTimer !== null) {
+      clearTimeout(this.writeTimer);
+      this.writeTimer = null;
+    }
+    const waiters = [...roundWaiters, ...this.inflight, ...this.waiters, ...this.applyWaiters.map((x) => x.w)];
     this.waiters = [];
-    for (const w of waiters) w.reject(this.failedError());
-    for (const s of this.sessions.values()) s.handle.then((h) => h.close()).catch(noop);
+    this.inflight = [];
+    this.applyWaiters = [];
+    for (const w of new Set(waiters)) w.reject(this.failedError());
+    // FileHandle.close() waits for a write or fsync still running on the handle.
+    for (const s of this.files) s.handle.then((h) => h.close()).catch(noop);
+    this.files.clear();
     this.sessions.clear();
     this.dirty.clear();
-  }
-}
-
-async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
-    off += bytesWritten;
-  }
-}
-
-async function syncDir(path: string): Promise<void> {
-  let fh: FileHandle;
-  try {
-    fh = await fsOpen(path, 'r');
-  } catch (err) {
-    // Directories cannot be opened for sync on some platforms (Windows).
-    if (process.platform === 'win32') return;
-    throw err;
-  }
-  try {
-    await fh.sync();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EINVAL' && code !== 'EISDIR' && code !== 'EPERM') throw err;
-  } finally {
-    await fh.close().catch(noop);
+    this.fileQueue.clear();
+    this.indexQueue = [];
   }
 }
 
 // --- reading back --------------------------------------------------------------------------
+//
+// The readers never write. They read journal.wal BEFORE the files: a checkpoint truncates the
+// journal only after the files hold (and fsynced) all of it, so whatever the journal held when it
+// was read is in the journal snapshot or in the files read afterwards.
+
+export interface ReadOptions {
+  /** A journal already read with readAuditJournal (to read many sessions with one journal read). */
+  journal?: JournalContents;
+}
+
+/** Reads journal.wal of an audit dir, read-only (for ReadOptions.journal). */
+export async function readAuditJournal(dir: string): Promise<JournalContents> {
+  try {
+    return await readJournal(dir);
+  } catch (err) {
+    throw new AuditReadError(`cannot read journal.wal: ${(err as Error).message}`, { cause: err });
+  }
+}
 
 export interface SessionTrail {
   sessionId: SessionId;
   /** Path relative to the audit dir. */
   file: string;
-  /** Complete (newline-terminated) lines, without the newline, in file order. */
+  /**
+   * Complete (newline-terminated) lines, without the newline, in file order, followed by the
+   * journal's lines not yet in the file (durable events after a crash, before recovery).
+   */
   lines: string[];
   /** Lines that parse as JSON objects, in file order (not verified: use verifyChainLines). */
   events: AuditEvent[];
   /** Complete lines that did not parse (corruption, not a crash). */
   badLines: { index: number; error: string }[];
-  /** Trailing bytes without a newline: a write torn by a crash. */
+  /** Trailing bytes without a newline that the journal does not supersede: a write torn by a crash. */
   torn: { bytes: number; text: string } | null;
+  /** How many of `lines` come from the journal (0 once the files are complete). */
+  fromJournal: number;
 }
 
-export async function readSessionEvents(dir: string, sessionId: SessionId | string): Promise<SessionTrail> {
+export async function readSessionEvents(dir: string, sessionId: SessionId | string, opts: ReadOptions = {}): Promise<SessionTrail> {
   if (!isSessionId(sessionId)) throw new AuditReadError(`invalid session id ${JSON.stringify(sessionId)}`);
   const file = sessionFileName(sessionId);
-  let buf: Buffer;
+  const journal = opts.journal ?? (await readAuditJournal(dir));
+  const journalLines = journal.sessions.get(sessionId) ?? [];
+  let buf: Buffer | null;
   try {
     buf = await readFile(join(dir, file));
   } catch (err) {
     const notFound = (err as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new AuditReadError(notFound ? `no audit trail for session ${sessionId}` : `cannot read ${file}: ${(err as Error).message}`, {
-      cause: err,
-      notFound,
-    });
+    if (!notFound || journalLines.length === 0) {
+      throw new AuditReadError(notFound ? `no audit trail for session ${sessionId}` : `cannot read ${file}: ${(err as Error).message}`, {
+        cause: err,
+        notFound,
+      });
+    }
+    buf = null; // created since the last checkpoint and lost in a crash: the journal has it
   }
-  const { lines, torn } = splitLines(buf);
+  const merge = mergeSessionJournal(sessionId, buf, journalLines);
+  const { lines, torn } = buf ? splitLines(buf.subarray(0, merge.keep)) : { lines: [], torn: null };
+  for (const l of merge.append) lines.push(l);
   const events: AuditEvent[] = [];
   const badLines: { index: number; error: string }[] = [];
   lines.forEach((line, index) => {
@@ -586,7 +889,7 @@ export async function readSessionEvents(dir: string, sessionId: SessionId | stri
       badLines.push({ index, error: (err as Error).message });
     }
   });
-  return { sessionId, file, lines, events, badLines, torn };
+  return { sessionId, file, lines, events, badLines, torn, fromJournal: merge.append.length };
 }
 
 /** Splits at '\n' only (JSON.stringify never emits a raw newline); the unterminated tail is torn. */
@@ -617,17 +920,25 @@ export interface SessionSummary {
   lastHash?: string;
 }
 
-/** Sessions from index.jsonl, start and end merged, in start order. Unparseable lines are skipped. */
-export async function listSessions(dir: string): Promise<SessionSummary[]> {
-  let buf: Buffer;
+/**
+ * Sessions from index.jsonl (plus the journal's index lines not yet in it), start and end merged,
+ * in start order. Unparseable lines are skipped.
+ */
+export async function listSessions(dir: string, opts: ReadOptions = {}): Promise<SessionSummary[]> {
+  const journal = opts.journal ?? (await readAuditJournal(dir));
+  let buf: Buffer | null;
   try {
     buf = await readFile(join(dir, 'index.jsonl'));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new AuditReadError(`cannot read index.jsonl: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new AuditReadError(`cannot read index.jsonl: ${(err as Error).message}`, { cause: err });
+    }
+    buf = null;
   }
+  const merge = mergeIndexJournal(buf, journal.index);
+  const lines = merge.fileLines;
+  for (const l of merge.append) lines.push(l);
   const byId = new Map<string, SessionSummary>();
-  const { lines } = splitLines(buf);
   for (const line of lines) {
     let rec: Record<string, unknown>;
     try {
@@ -660,20 +971,29 @@ export async function listSessions(dir: string): Promise<SessionSummary[]> {
   return [...byId.values()].sort((a, b) => (a.startTime ?? a.endTime ?? '').localeCompare(b.startTime ?? b.endTime ?? ''));
 }
 
-/** Session ids that have a file under sessions/ (includes sessions missing from the index). */
-export async function listSessionFiles(dir: string): Promise<SessionId[]> {
+/**
+ * Session ids that have a file under sessions/ or lines in the journal (includes sessions missing
+ * from the index).
+ */
+export async function listSessionFiles(dir: string, opts: ReadOptions = {}): Promise<SessionId[]> {
+  const journal = opts.journal ?? (await readAuditJournal(dir));
   let names: string[];
   try {
     names = await readdir(join(dir, 'sessions'));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new AuditReadError(`cannot list sessions: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new AuditReadError(`cannot list sessions: ${(err as Error).message}`, { cause: err });
+    }
+    names = [];
   }
-  return names
-    .filter((n) => n.endsWith('.jsonl'))
-    .map((n) => n.slice(0, -'.jsonl'.length))
-    .filter(isSessionId)
-    .sort();
+  const ids = new Set<SessionId>(
+    names
+      .filter((n) => n.endsWith('.jsonl'))
+      .map((n) => n.slice(0, -'.jsonl'.length))
+      .filter(isSessionId),
+  );
+  for (const id of journal.sessions.keys()) ids.add(id);
+  return [...ids].sort();
 }
 
 // --- signing key ---------------------------------------------------------------------------

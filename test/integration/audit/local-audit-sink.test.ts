@@ -67,6 +67,15 @@ async function openSink(extra: Partial<LocalAuditSinkOptions> = {}): Promise<{ s
 
 const fileOf = (dir: string, id: string) => join(dir, 'sessions', `${id}.jsonl`);
 const linesOf = (path: string) => readFileSync(path, 'utf8').split('\n').filter(Boolean);
+/** The durable trail: the session file merged with the journal (what a reader sees after a crash). */
+const trailOf = async (dir: string, id: string) => (await readSessionEvents(dir, id)).lines;
+async function waitFor(cond: () => boolean, what: string, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
 
 describe('signing key', () => {
   it('creates an Ed25519 key once (0600) with its public key alongside', async () => {
@@ -135,19 +144,26 @@ describe('LocalAuditSink', () => {
     await sink.close();
   });
 
-  it('durable append resolves only once the event is in the file', async () => {
+  it('durable append resolves only once the event is durable (journal, then its file)', async () => {
     const { sink, dir } = await openSink({ readOnlyWindowMs: 10_000 });
     const id = newId();
     const s = sink.openSession(id, START);
     await s.ready;
-    assert.equal(linesOf(fileOf(dir, id)).length, 1);
+    assert.equal((await trailOf(dir, id)).length, 1);
     for (let i = 1; i <= 20; i++) {
       await s.append(stmt(i, `UPDATE t SET n = ${i}`), { durable: true });
-      const lines = linesOf(fileOf(dir, id));
+      // Durable = in journal.wal (fdatasync'ed); the session file gets the line right after, unsynced.
+      const journal = readFileSync(join(dir, 'journal.wal'), 'utf8');
+      assert.match(journal, new RegExp(`^${id}\t.*UPDATE t SET n = ${i}"`, 'm'));
+      const lines = await trailOf(dir, id);
       assert.equal(lines.length, i + 1);
       assert.match(lines.at(-1)!, new RegExp(`UPDATE t SET n = ${i}"`));
     }
+    await sink.flush();
+    assert.equal(linesOf(fileOf(dir, id)).length, 21, 'flush() also waits for the file writes');
     await sink.close();
+    assert.equal(statSync(join(dir, 'journal.wal')).size, 0, 'close() checkpoints: the journal is empty');
+    assert.equal(linesOf(fileOf(dir, id)).length, 21);
   });
 
   it('non-durable events reach the disk within the window', async () => {
@@ -157,12 +173,15 @@ describe('LocalAuditSink', () => {
     const s = sink.openSession(id, START);
     await s.ready;
     await s.append(stmt(1), { durable: false });
-    assert.equal(linesOf(fileOf(dir, id)).length, 1, 'buffered, not yet written');
+    assert.equal((await trailOf(dir, id)).length, 1, 'buffered: neither in the journal nor in the file');
+    // Window, then the journaled lines go to their file (DEFAULT_FILE_WRITE_DELAY_MS = 20 later).
     await sleep(windowMs * 3);
     assert.equal(linesOf(fileOf(dir, id)).length, 2);
     // A durable append also carries earlier non-durable ones.
     await s.append(stmt(2), { durable: false });
     await s.append(stmt(3), { durable: true });
+    assert.equal((await trailOf(dir, id)).length, 4);
+    await sink.flush();
     assert.equal(linesOf(fileOf(dir, id)).length, 4);
     await sink.close();
   });
@@ -176,7 +195,9 @@ describe('LocalAuditSink', () => {
     const afterStats = sink.stats();
     const rounds = afterStats.commits - before.commits;
     console.log(`group commit: 20 durable events from 20 sessions in ${rounds} commit round(s), ${afterStats.fsyncs - before.fsyncs} fsyncs, ${afterStats.bytes - before.bytes} bytes`);
-    assert.ok(rounds >= 1 && rounds < 20, `rounds=${rounds}`);
+    // One round, one journal write + fdatasync, whatever the number of sessions.
+    assert.equal(rounds, 1);
+    assert.equal(afterStats.fsyncs - before.fsyncs, 1);
     assert.equal(afterStats.pendingBytes, 0);
     await Promise.all(sessions.map((s) => s.end(END)));
     await sink.close();
@@ -192,27 +213,48 @@ describe('LocalAuditSink', () => {
     const second = Promise.all(sessions.map((s) => s.append(stmt(2), { durable: true })));
     await Promise.all([first, second]);
     assert.ok(sink.stats().commits - before.commits <= 2, `rounds=${sink.stats().commits - before.commits}`);
+    for (const s of sessions) assert.equal((await trailOf(dir, s.sessionId)).length, 3);
+    await sink.flush();
     for (const s of sessions) assert.equal(linesOf(fileOf(dir, s.sessionId)).length, 3);
     await sink.close();
   });
 
-  it('fails closed on a write error: the failing append and every later one reject', async () => {
+  it('fails closed on a journal write error: the failing append and every later one reject', async () => {
+    const { sink, dir } = await openSink({
+      // The journal is /dev/full: every write fails with ENOSPC.
+      openFile: (path, flags, mode) => (path.endsWith('journal.wal') ? fsOpen('/dev/full', 'a+') : fsOpen(path, flags, mode)),
+    });
+    const good = sink.openSession(newId(), START);
+    await assert.rejects(good.ready, (err: Error) => err instanceof AuditWriteError && /ENOSPC/.test(err.message));
+    assert.equal(sink.stats().failed, true);
+    await assert.rejects(good.append(stmt(1), { durable: true }), AuditWriteError);
+    await assert.rejects(good.append(stmt(2), { durable: false }), AuditWriteError);
+    assert.throws(() => sink.openSession(newId(), START), AuditWriteError);
+    await assert.rejects(sink.flush(), AuditWriteError);
+    await assert.rejects(sink.close(), AuditWriteError);
+    assert.deepEqual(linesOf(fileOf(dir, good.sessionId)), [], 'nothing reached the file: it only gets journaled lines');
+  });
+
+  it('fails closed on a session file write error after the journal: every later append rejects', async () => {
     const bad = newId();
-    const { sink } = await openSink({
+    const { sink, dir } = await openSink({
       // The bad session's file is /dev/full: every write fails with ENOSPC.
       openFile: (path, flags, mode) => (path.includes(bad) ? fsOpen('/dev/full', 'a') : fsOpen(path, flags, mode)),
     });
     const good = sink.openSession(newId(), START);
     await good.ready;
     const b = sink.openSession(bad, START);
-    await assert.rejects(b.ready, (err: Error) => err instanceof AuditWriteError && /ENOSPC/.test(err.message));
-    assert.equal(sink.stats().failed, true);
-    await assert.rejects(good.append(stmt(1), { durable: true }), AuditWriteError);
+    // Durable in the journal, so it resolves; writing it to its file then fails the sink.
+    await b.ready;
+    await waitFor(() => sink.stats().failed, 'the sink to fail');
+    await assert.rejects(good.append(stmt(1), { durable: true }), (err: Error) => err instanceof AuditWriteError && /ENOSPC/.test(err.message));
     await assert.rejects(good.append(stmt(2), { durable: false }), AuditWriteError);
     await assert.rejects(good.end(END), AuditWriteError);
     assert.throws(() => sink.openSession(newId(), START), AuditWriteError);
     await assert.rejects(sink.flush(), AuditWriteError);
     await assert.rejects(sink.close(), AuditWriteError);
+    // The journal was not truncated: its lines are still there for the readers and the recovery.
+    assert.equal((await trailOf(dir, bad)).length, 1);
   });
 
   it('fails closed when the index cannot be written', async () => {
@@ -222,17 +264,22 @@ describe('LocalAuditSink', () => {
     symlinkSync('/dev/full', join(dir, 'index.jsonl'));
     const { sink } = await openSink({ dir });
     const s = sink.openSession(newId(), START);
-    await assert.rejects(s.ready, AuditWriteError);
+    await s.ready; // in the journal; writing the index line afterwards fails the sink
+    await waitFor(() => sink.stats().failed, 'the sink to fail');
     await assert.rejects(s.append(stmt(1), { durable: false }), AuditWriteError);
     await sink.close().catch(() => undefined);
   });
 
   it('a session whose file cannot be created fails alone', async () => {
-    const { sink, dir } = await openSink();
+    const lostId = newId();
+    const missing = join(tempDir(), 'missing', 'x.jsonl');
+    const { sink } = await openSink({
+      // Its file is created in a directory that does not exist: ENOENT.
+      openFile: (path, flags, mode) => fsOpen(path.includes(lostId) ? missing : path, flags, mode),
+    });
     const ok = sink.openSession(newId(), START);
     await ok.ready;
-    rmSync(join(dir, 'sessions'), { recursive: true });
-    const lost = sink.openSession(newId(), START);
+    const lost = sink.openSession(lostId, START);
     await assert.rejects(lost.ready, (err: Error) => err instanceof AuditWriteError && /ENOENT/.test(err.message));
     await assert.rejects(lost.append(stmt(1), { durable: false }), AuditWriteError);
     await assert.rejects(lost.append(stmt(1), { durable: true }), AuditWriteError);
