@@ -15,8 +15,9 @@ import {
   listSessions,
   loadAuditPublicKey,
   readSessionEvents,
+  readAuditJournal,
 } from '../../adapters/local/audit-sink.ts';
-import type { SessionSummary, SessionTrail } from '../../adapters/local/audit-sink.ts';
+import type { JournalContents, SessionSummary, SessionTrail } from '../../adapters/local/audit-sink.ts';
 
 export class AuditCliError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -110,14 +111,16 @@ export function registerAuditCommands(program: Command, getAuditDir: () => strin
         const keyPath = opts.publicKey ?? defaultKeyPath();
         const key = await loadAuditPublicKey(keyPath);
         if (opts.publicKey && !key) throw new AuditCliError(`public key ${keyPath} not found`);
-        const index = new Map((await listSessions(dir)).map((s) => [s.sessionId as string, s]));
+        // The journal is read once for all sessions (it can hold megabytes while Warden runs).
+        const journal = await readAuditJournal(dir);
+        const index = new Map((await listSessions(dir, { journal })).map((s) => [s.sessionId as string, s]));
         const ids = opts.all
-          ? [...new Set([...index.keys(), ...(await listSessionFiles(dir))])].sort()
+          ? [...new Set([...index.keys(), ...(await listSessionFiles(dir, { journal }))])].sort()
           : [await resolveSessionId(dir, idArg!)];
         let failures = 0;
         const counts = { ok: 0, unsealed: 0, broken: 0 };
         for (const id of ids) {
-          const r = await verifySession(dir, id as SessionId, index.get(id), key, keyPath);
+          const r = await verifySession(dir, id as SessionId, index.get(id), key, keyPath, journal);
           counts[r.status]++;
           if (r.status === 'broken' || r.incomplete) failures++;
           out(opts.all ? `${id}: ${r.line}` : r.line);
@@ -143,11 +146,12 @@ async function verifySession(
   indexed: SessionSummary | undefined,
   key: { publicKey: KeyObject; keyId: string } | null,
   keyPath: string,
+  journal: JournalContents,
 ): Promise<VerifyOutcome> {
   const broken = (seq: number, reason: string): VerifyOutcome => ({ status: 'broken', line: `BROKEN at seq ${seq}: ${reason}` });
   let trail: SessionTrail;
   try {
-    trail = await readSessionEvents(dir, sessionId);
+    trail = await readSessionEvents(dir, sessionId, { journal });
   } catch (err) {
     if ((err as { notFound?: boolean }).notFound) return broken(0, `audit file for session ${sessionId} is missing`);
     throw err;
