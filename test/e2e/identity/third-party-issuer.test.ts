@@ -31,8 +31,12 @@ test('psql logs in with an oidc-provider client-credentials token and is audited
   const token = await op.token('reporting-bot');
   const { stdout } = await psql(w.conninfo('reporting-bot'), token, 'select 40 + 2');
   assert.equal(stdout.trim(), '42');
-  const sessions = await listSessions(w.loaded.auditDir);
-  const mine = sessions.filter((s) => s.principal?.subject === 'reporting-bot');
+  // psql has exited; Warden records the session's end (with the principal in the index) right after.
+  let mine: Awaited<ReturnType<typeof listSessions>> = [];
+  for (let i = 0; i < 100 && mine.length === 0; i++) {
+    mine = (await listSessions(w.loaded.auditDir)).filter((s) => s.principal?.subject === 'reporting-bot');
+    if (mine.length === 0) await new Promise((r) => setTimeout(r, 50));
+  }
   assert.equal(mine.length, 1);
   assert.equal(mine[0]!.principal?.issuer, op.issuer);
   const trail = await readSessionEvents(w.loaded.auditDir, mine[0]!.sessionId);
