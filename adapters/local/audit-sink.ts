@@ -23,16 +23,16 @@
  * `journalCheckpointBytes` and at close(): rounds wait while it fdatasyncs every session file and
  * index.jsonl with unsynced writes (and the sessions dir for new files) and then truncates the
  * journal. open() replays a non-empty journal into the files first (crash recovery), and the
- * readers below merge the journal read-only, so right after a crash (even without a restart) they
- * show every event that was durable.
+ * readers (audit-trail-reader.ts) merge the journal read-only, so right after a crash (even without
+ * a restart) they show every event that was durable.
  *
  * Loss window on a crash (process or machine): non-durable events appended within the last
  * readOnlyWindowMs plus about one round (a journal write + fdatasync) may be lost; a durable event
  * whose promise resolved is in the journal or its fsynced file, never lost. The files themselves
  * may lag behind the journal (by fileWriteDelayMs while running; after a machine crash, by
- * everything since the last checkpoint): read them with the readers below, or open() the sink
- * once, never raw. Torn last lines are possible after a crash; the readers and the recovery
- * tolerate them.
+ * everything since the last checkpoint): read them with the readers (audit-trail-reader.ts), or
+ * open() the sink once, never raw. Torn last lines are possible after a crash; the readers and the
+ * recovery tolerate them.
  *
  * Fail closed: a journal write or fsync error marks the whole sink failed; waiting and all later
  * appends reject with AuditWriteError (non-durable appends that already resolved cannot be
@@ -41,10 +41,13 @@
  * journal then keeps its content for the recovery at the next open(). Failing to create one
  * session's file fails only that session. Going over maxPendingBytes rejects the append without
  * failing the sink. One sink per directory: two processes must not share an audit dir.
+ *
+ * This module also re-exports the readers (audit-trail-reader.ts), the signing key
+ * (audit-signing-key.ts), the options and defaults (audit-sink-options.ts) and sessionFileName
+ * (audit-layout.ts), so callers can keep importing everything audit-related from here.
  */
-import { mkdir, open as fsOpen, readFile, readdir, link, unlink, writeFile, chmod } from 'node:fs/promises';
+import { mkdir, open as fsOpen } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { isAuditEventType, isLifecycleEventType, isSessionId } from '../../core/audit/events.ts';
@@ -65,93 +68,29 @@ import {
   DEFAULT_JOURNAL_CHECKPOINT_BYTES,
   INDEX_TARGET,
   journalChunk,
-  mergeIndexJournal,
-  mergeSessionJournal,
-  readJournal,
   syncDir,
   writeAll,
 } from './audit-journal.ts';
-import type { JournalContents, RecoveryReport } from './audit-journal.ts';
+import type { RecoveryReport } from './audit-journal.ts';
+import { DIR_MODE, FILE_MODE, sessionFileName } from './audit-layout.ts';
+import { AuditKeyError } from './audit-signing-key.ts';
+import { DEFAULT_FILE_WRITE_DELAY_MS, DEFAULT_MAX_PENDING_BYTES, DEFAULT_READ_ONLY_WINDOW_MS } from './audit-sink-options.ts';
+import type { AuditSinkStats, LocalAuditSinkOptions } from './audit-sink-options.ts';
 
 export { DEFAULT_JOURNAL_CHECKPOINT_BYTES } from './audit-journal.ts';
 export type { JournalContents, RecoveryReport } from './audit-journal.ts';
+export { sessionFileName } from './audit-layout.ts';
+export { DEFAULT_FILE_WRITE_DELAY_MS, DEFAULT_MAX_PENDING_BYTES, DEFAULT_READ_ONLY_WINDOW_MS } from './audit-sink-options.ts';
+export type { AuditSinkStats, LocalAuditSinkOptions } from './audit-sink-options.ts';
+export { AuditReadError, listSessionFiles, listSessions, readAuditJournal, readSessionEvents } from './audit-trail-reader.ts';
+export type { ReadOptions, SessionSummary, SessionTrail } from './audit-trail-reader.ts';
+export { AuditKeyError, auditKeyId, auditKeyPaths, loadAuditPublicKey, loadOrCreateAuditSigningKey } from './audit-signing-key.ts';
+export type { AuditSigningKey } from './audit-signing-key.ts';
 
-export interface LocalAuditSinkOptions {
-  dir: string;
-  /** Max delay before non-durable events are committed. Default 100. */
-  readOnlyWindowMs?: number;
-  /** Ed25519 private key used to sign seals. */
-  signingKey: KeyObject;
-  keyId: string;
-  /**
-   * Buffered, in-flight and not-yet-written-to-their-files bytes beyond which append rejects
-   * (fail closed). Default 64 MiB.
-   */
-  maxPendingBytes?: number;
-  /** Journal size that triggers a checkpoint (files fsynced, journal truncated). Default 16 MiB. */
-  journalCheckpointBytes?: number;
-  /**
-   * How long journaled lines may wait before they are written to their session files and index.jsonl
-   * (they are durable already; waiting batches many rounds into one write per file). Default 20;
-   * flush(), checkpoints and 1 MiB of waiting lines write them at once.
-   */
-  fileWriteDelayMs?: number;
-  /** Opens session files, journal.wal and index.jsonl; for fault injection in tests. Default: fs.promises.open. */
-  openFile?: (path: string, flags: string, mode: number) => Promise<FileHandle>;
-}
-
-export interface AuditSinkStats {
-  /** Commit rounds that wrote something (one journal write + fdatasync each). */
-  commits: number;
-  /** fdatasync/fsync calls: journal rounds, session ends, checkpoints (files, directory, journal). */
-  fsyncs: number;
-  /** Bytes written to the journal. */
-  bytes: number;
-  /** Bytes written to session files and the index (after the journal). */
-  fileBytes: number;
-  /** Checkpoints done (journal truncated). */
-  checkpoints: number;
-  /** Events accepted. */
-  events: number;
-  /** Buffered or in-flight bytes not yet durable. */
-  pendingBytes: number;
-  /** Bytes durable in the journal, not yet written to their files. */
-  unwrittenBytes: number;
-  /** Current journal size. */
-  journalBytes: number;
-  openSessions: number;
-  failed: boolean;
-}
-
-export class AuditReadError extends Error {
-  readonly notFound: boolean;
-  constructor(message: string, options?: { cause?: unknown; notFound?: boolean }) {
-    super(message, options);
-    this.name = 'AuditReadError';
-    this.notFound = options?.notFound ?? false;
-  }
-}
-
-export class AuditKeyError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'AuditKeyError';
-  }
-}
-
-export const DEFAULT_READ_ONLY_WINDOW_MS = 100;
-export const DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_FILE_WRITE_DELAY_MS = 20;
 /** Lines waiting for their files beyond which they are written without waiting for the delay. */
 const FILE_WRITE_BATCH_BYTES = 1024 * 1024;
-const FILE_MODE = 0o600;
-const DIR_MODE = 0o700;
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = (): void => {};
-
-export function sessionFileName(sessionId: SessionId): string {
-  return `sessions/${sessionId}.jsonl`;
-}
 
 interface Waiter {
   resolve: () => void;
@@ -816,287 +755,4 @@ export class LocalAuditSink implements AuditSink {
     this.fileQueue.clear();
     this.indexQueue = [];
   }
-}
-
-// --- reading back --------------------------------------------------------------------------
-//
-// The readers never write. They read journal.wal BEFORE the files: a checkpoint truncates the
-// journal only after the files hold (and fsynced) all of it, so whatever the journal held when it
-// was read is in the journal snapshot or in the files read afterwards.
-
-export interface ReadOptions {
-  /** A journal already read with readAuditJournal (to read many sessions with one journal read). */
-  journal?: JournalContents;
-}
-
-/** Reads journal.wal of an audit dir, read-only (for ReadOptions.journal). */
-export async function readAuditJournal(dir: string): Promise<JournalContents> {
-  try {
-    return await readJournal(dir);
-  } catch (err) {
-    throw new AuditReadError(`cannot read journal.wal: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-export interface SessionTrail {
-  sessionId: SessionId;
-  /** Path relative to the audit dir. */
-  file: string;
-  /**
-   * Complete (newline-terminated) lines, without the newline, in file order, followed by the
-   * journal's lines not yet in the file (durable events after a crash, before recovery).
-   */
-  lines: string[];
-  /** Lines that parse as JSON objects, in file order (not verified: use verifyChainLines). */
-  events: AuditEvent[];
-  /** Complete lines that did not parse (corruption, not a crash). */
-  badLines: { index: number; error: string }[];
-  /** Trailing bytes without a newline that the journal does not supersede: a write torn by a crash. */
-  torn: { bytes: number; text: string } | null;
-  /** How many of `lines` come from the journal (0 once the files are complete). */
-  fromJournal: number;
-}
-
-export async function readSessionEvents(dir: string, sessionId: SessionId | string, opts: ReadOptions = {}): Promise<SessionTrail> {
-  if (!isSessionId(sessionId)) throw new AuditReadError(`invalid session id ${JSON.stringify(sessionId)}`);
-  const file = sessionFileName(sessionId);
-  const journal = opts.journal ?? (await readAuditJournal(dir));
-  const journalLines = journal.sessions.get(sessionId) ?? [];
-  let buf: Buffer | null;
-  try {
-    buf = await readFile(join(dir, file));
-  } catch (err) {
-    const notFound = (err as NodeJS.ErrnoException).code === 'ENOENT';
-    if (!notFound || journalLines.length === 0) {
-      throw new AuditReadError(notFound ? `no audit trail for session ${sessionId}` : `cannot read ${file}: ${(err as Error).message}`, {
-        cause: err,
-        notFound,
-      });
-    }
-    buf = null; // created since the last checkpoint and lost in a crash: the journal has it
-  }
-  const merge = mergeSessionJournal(sessionId, buf, journalLines);
-  const { lines, torn } = buf ? splitLines(buf.subarray(0, merge.keep)) : { lines: [], torn: null };
-  for (const l of merge.append) lines.push(l);
-  const events: AuditEvent[] = [];
-  const badLines: { index: number; error: string }[] = [];
-  lines.forEach((line, index) => {
-    try {
-      const v: unknown = JSON.parse(line);
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
-      events.push(v as AuditEvent);
-    } catch (err) {
-      badLines.push({ index, error: (err as Error).message });
-    }
-  });
-  return { sessionId, file, lines, events, badLines, torn, fromJournal: merge.append.length };
-}
-
-/** Splits at '\n' only (JSON.stringify never emits a raw newline); the unterminated tail is torn. */
-function splitLines(buf: Buffer): { lines: string[]; torn: { bytes: number; text: string } | null } {
-  const end = buf.lastIndexOf(0x0a);
-  const complete = end < 0 ? '' : buf.subarray(0, end).toString('utf8');
-  const tail = buf.subarray(end + 1);
-  return {
-    lines: end < 0 ? [] : complete.split('\n'),
-    torn: tail.length > 0 ? { bytes: tail.length, text: tail.toString('utf8') } : null,
-  };
-}
-
-export interface SessionSummary {
-  sessionId: SessionId;
-  file: string;
-  startTime?: string;
-  endTime?: string;
-  principal?: Principal;
-  target?: string;
-  source?: { address: string; port: number };
-  protocol?: string;
-  startupUser?: string;
-  statements?: number;
-  reason?: string;
-  durationMs?: number;
-  eventCount?: number;
-  lastHash?: string;
-}
-
-/**
- * Sessions from index.jsonl (plus the journal's index lines not yet in it), start and end merged,
- * in start order. Unparseable lines are skipped.
- */
-export async function listSessions(dir: string, opts: ReadOptions = {}): Promise<SessionSummary[]> {
-  const journal = opts.journal ?? (await readAuditJournal(dir));
-  let buf: Buffer | null;
-  try {
-    buf = await readFile(join(dir, 'index.jsonl'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new AuditReadError(`cannot read index.jsonl: ${(err as Error).message}`, { cause: err });
-    }
-    buf = null;
-  }
-  const merge = mergeIndexJournal(buf, journal.index);
-  const lines = merge.fileLines;
-  for (const l of merge.append) lines.push(l);
-  const byId = new Map<string, SessionSummary>();
-  for (const line of lines) {
-    let rec: Record<string, unknown>;
-    try {
-      rec = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
-    if (rec === null || typeof rec !== 'object' || !isSessionId(rec.sessionId)) continue;
-    const id = rec.sessionId;
-    const sum: SessionSummary = byId.get(id) ?? { sessionId: id, file: sessionFileName(id) };
-    const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-    const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
-    if (rec.kind === 'start') {
-      sum.startTime = str(rec.time);
-      sum.protocol = str(rec.protocol);
-      sum.startupUser = str(rec.startupUser);
-    } else if (rec.kind === 'end') {
-      sum.endTime = str(rec.time);
-      if (rec.principal && typeof rec.principal === 'object') sum.principal = rec.principal as Principal;
-      sum.eventCount = num(rec.eventCount);
-      sum.lastHash = str(rec.lastHash);
-      sum.statements = num(rec.statements);
-      sum.reason = str(rec.reason);
-      sum.durationMs = num(rec.durationMs);
-    } else continue;
-    sum.target ??= str(rec.target);
-    if (!sum.source && rec.source && typeof rec.source === 'object') sum.source = rec.source as SessionSummary['source'];
-    byId.set(id, sum);
-  }
-  return [...byId.values()].sort((a, b) => (a.startTime ?? a.endTime ?? '').localeCompare(b.startTime ?? b.endTime ?? ''));
-}
-
-/**
- * Session ids that have a file under sessions/ or lines in the journal (includes sessions missing
- * from the index).
- */
-export async function listSessionFiles(dir: string, opts: ReadOptions = {}): Promise<SessionId[]> {
-  const journal = opts.journal ?? (await readAuditJournal(dir));
-  let names: string[];
-  try {
-    names = await readdir(join(dir, 'sessions'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new AuditReadError(`cannot list sessions: ${(err as Error).message}`, { cause: err });
-    }
-    names = [];
-  }
-  const ids = new Set<SessionId>(
-    names
-      .filter((n) => n.endsWith('.jsonl'))
-      .map((n) => n.slice(0, -'.jsonl'.length))
-      .filter(isSessionId),
-  );
-  for (const id of journal.sessions.keys()) ids.add(id);
-  return [...ids].sort();
-}
-
-// --- signing key ---------------------------------------------------------------------------
-
-export interface AuditSigningKey {
-  privateKey: KeyObject;
-  publicKey: KeyObject;
-  keyId: string;
-}
-
-export function auditKeyPaths(stateDir: string): { privateKeyPath: string; publicKeyPath: string } {
-  return {
-    privateKeyPath: join(stateDir, 'audit', 'audit-signing-key.pem'),
-    publicKeyPath: join(stateDir, 'audit', 'audit-signing-key.pub.pem'),
-  };
-}
-
-/** 'ed25519:' + first 16 hex chars of sha256 over the SPKI DER public key. */
-export function auditKeyId(publicKey: KeyObject): string {
-  const der = publicKey.export({ type: 'spki', format: 'der' });
-  return `ed25519:${createHash('sha256').update(der).digest('hex').slice(0, 16)}`;
-}
-
-/**
- * Loads the seal signing key from `${stateDir}/audit/audit-signing-key.pem` (0600), creating an
- * Ed25519 key pair on first use; the public key is kept alongside (audit-signing-key.pub.pem)
- * for `warden audit verify`.
- */
-export async function loadOrCreateAuditSigningKey(stateDir: string): Promise<AuditSigningKey> {
-  const { privateKeyPath, publicKeyPath } = auditKeyPaths(stateDir);
-  await mkdir(join(stateDir, 'audit'), { recursive: true, mode: DIR_MODE });
-  let pem: string;
-  try {
-    pem = await readFile(privateKeyPath, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new AuditKeyError(`cannot read ${privateKeyPath}: ${(err as Error).message}`, { cause: err });
-    }
-    const { privateKey } = generateKeyPairSync('ed25519');
-    const fresh = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-    // Write a temp file, then link(): atomic and never clobbers a key another process just made.
-    const tmp = `${privateKeyPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    try {
-      const fh = await fsOpen(tmp, 'wx', FILE_MODE);
-      try {
-        await fh.writeFile(fresh);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await link(tmp, privateKeyPath).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'EEXIST') throw e;
-      });
-      await syncDir(join(stateDir, 'audit'));
-    } catch (e) {
-      throw new AuditKeyError(`cannot create ${privateKeyPath}: ${(e as Error).message}`, { cause: e });
-    } finally {
-      await unlink(tmp).catch(noop);
-    }
-    pem = await readFile(privateKeyPath, 'utf8');
-  }
-  let privateKey: KeyObject;
-  try {
-    privateKey = createPrivateKey(pem);
-  } catch (err) {
-    throw new AuditKeyError(`${privateKeyPath} is not a valid private key`, { cause: err });
-  }
-  if (privateKey.asymmetricKeyType !== 'ed25519') throw new AuditKeyError(`${privateKeyPath} is not an Ed25519 key`);
-  const publicKey = createPublicKey(privateKey);
-  const publicPem = publicKey.export({ type: 'spki', format: 'pem' }) as string;
-  let existing: string | null = null;
-  try {
-    existing = await readFile(publicKeyPath, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new AuditKeyError(`cannot read ${publicKeyPath}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-  if (existing === null) {
-    await writeFile(publicKeyPath, publicPem, { mode: 0o644 });
-  } else if (existing.trim() !== publicPem.trim()) {
-    // Verification uses this file; a silent overwrite would hide a swapped key.
-    throw new AuditKeyError(`${publicKeyPath} does not match ${privateKeyPath}; move one of them away`);
-  }
-  await chmod(privateKeyPath, FILE_MODE).catch(noop);
-  return { privateKey, publicKey, keyId: auditKeyId(publicKey) };
-}
-
-/** Reads a PEM public key (e.g. auditKeyPaths(stateDir).publicKeyPath); null if the file is missing. */
-export async function loadAuditPublicKey(path: string): Promise<{ publicKey: KeyObject; keyId: string } | null> {
-  let pem: string;
-  try {
-    pem = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new AuditKeyError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  let publicKey: KeyObject;
-  try {
-    publicKey = createPublicKey(pem);
-  } catch (err) {
-    throw new AuditKeyError(`${path} is not a valid public key`, { cause: err });
-  }
-  if (publicKey.asymmetricKeyType !== 'ed25519') throw new AuditKeyError(`${path} is not an Ed25519 public key`);
-  return { publicKey, keyId: auditKeyId(publicKey) };
 }

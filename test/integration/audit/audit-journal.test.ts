@@ -4,15 +4,13 @@
  * machine crash, cutting from the copy what was never fsynced (the tracked openFile below records,
  * per file, how many bytes were written and how many were covered by a completed fdatasync).
  */
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   appendFileSync,
   cpSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
-  rmSync,
   statSync,
   truncateSync,
   unlinkSync,
@@ -20,43 +18,26 @@ import {
 } from 'node:fs';
 import { open as fsOpen } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { asSessionId } from '../../../core/audit/events.ts';
-import type { AuditEventBodyOf, SessionId, SessionStartFields } from '../../../core/audit/events.ts';
+import type { AuditEventBodyOf, SessionId } from '../../../core/audit/events.ts';
 import { verifyChainLines } from '../../../core/audit/hash-chain.ts';
 import type { SessionAudit } from '../../../core/audit/ports.ts';
 import {
   listSessionFiles,
   listSessions,
-  loadOrCreateAuditSigningKey,
   LocalAuditSink,
   readSessionEvents,
 } from '../../../adapters/local/audit-sink.ts';
-import type { AuditSigningKey, LocalAuditSinkOptions } from '../../../adapters/local/audit-sink.ts';
+import type { LocalAuditSinkOptions } from '../../../adapters/local/audit-sink.ts';
 import { readJournal, recoverJournal } from '../../../adapters/local/audit-journal.ts';
+import { newSessionId, SESSION_END, sessionStart, useAuditSinkFixture } from '../../helpers/audit-sink.ts';
 
-const roots: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'warden-journal-'));
-  roots.push(d);
-  return d;
-}
-after(() => {
-  for (const d of roots) rmSync(d, { recursive: true, force: true });
-});
-
-const START: SessionStartFields = {
-  protocol: 'postgres',
-  source: { address: '127.0.0.1', port: 50000 },
-  listener: 'postgres:127.0.0.1:6432',
-  tls: true,
-  target: 'app',
-  startupUser: 'alice',
-};
-const END = { reason: 'client_terminate', statements: 2, bytesFromClient: 100, bytesToClient: 200, durationMs: 42 } as const;
+const audit = useAuditSinkFixture({ tempPrefix: 'warden-journal-', readOnlyWindowMs: 20 });
+const { tempDir } = audit;
+const START = sessionStart();
+const END = SESSION_END;
 const stmt = (statementId: number, text = `UPDATE t SET n = ${statementId}`): AuditEventBodyOf<'statement'> => ({
   type: 'statement',
   statementId,
@@ -66,15 +47,10 @@ const stmt = (statementId: number, text = `UPDATE t SET n = ${statementId}`): Au
   decision: { effect: 'allow', policies: ['p'] },
   startedAt: new Date().toISOString(),
 });
-const newId = () => asSessionId(randomUUID());
-
-let key: AuditSigningKey;
-before(async () => {
-  key = await loadOrCreateAuditSigningKey(tempDir());
-});
+const newId = newSessionId;
 
 async function openSink(dir: string, extra: Partial<LocalAuditSinkOptions> = {}): Promise<LocalAuditSink> {
-  return LocalAuditSink.open({ dir, readOnlyWindowMs: 20, signingKey: key.privateKey, keyId: key.keyId, ...extra });
+  return audit.openSink({ dir, ...extra });
 }
 
 const fileOf = (dir: string, id: string) => join(dir, 'sessions', `${id}.jsonl`);
@@ -213,7 +189,7 @@ describe('audit journal: crash recovery', () => {
     for (const [id, lines] of truth) {
       assert.deepEqual(rawLines(fileOf(copy, id)), lines, `recovered ${id}`);
       const sealed = id === s0 || id === s1;
-      const v = verifyChainLines(lines, key.publicKey, { requireSeal: sealed });
+      const v = verifyChainLines(lines, audit.key.publicKey, { requireSeal: sealed });
       assert.equal(v.ok, true, JSON.stringify(v));
       if (v.ok) assert.equal(v.sealed, sealed);
     }
@@ -258,7 +234,7 @@ describe('audit journal: crash recovery', () => {
       await sink2.close();
       assert.deepEqual(rawLines(fileOf(d, s.sessionId)), truth);
       assert.equal(journalSize(d), 0);
-      assert.deepEqual(verifyChainLines(truth, key.publicKey, { requireSeal: false }), { ok: true, count: 4, sealed: false });
+      assert.deepEqual(verifyChainLines(truth, audit.key.publicKey, { requireSeal: false }), { ok: true, count: 4, sealed: false });
     }
   });
 
@@ -298,7 +274,7 @@ describe('audit journal: crash recovery', () => {
     for (const s of sessions) {
       const lines = rawLines(fileOf(b, s.sessionId));
       assert.deepEqual(lines, rawLines(fileOf(dir, s.sessionId)));
-      assert.equal(verifyChainLines(lines, key.publicKey, { requireSeal: false }).ok, true);
+      assert.equal(verifyChainLines(lines, audit.key.publicKey, { requireSeal: false }).ok, true);
     }
   });
 
@@ -317,8 +293,8 @@ describe('audit journal: crash recovery', () => {
     const ids = await listSessionFiles(dir);
     assert.equal(ids.length, 20);
     for (const id of ids) {
-      const v = verifyChainLines(rawLines(fileOf(dir, id)), key.publicKey);
-      assert.deepEqual(v, { ok: true, count: 4, sealed: true, keyId: key.keyId });
+      const v = verifyChainLines(rawLines(fileOf(dir, id)), audit.key.publicKey);
+      assert.deepEqual(v, { ok: true, count: 4, sealed: true, keyId: audit.key.keyId });
     }
   });
 
@@ -359,13 +335,13 @@ describe('audit journal: crash recovery', () => {
       const merged = (await readSessionEvents(dir, s.sessionId)).lines;
       const inJournal = journal.sessions.get(s.sessionId)?.length ?? 0;
       assert.ok(rawLines(fileOf(dir, s.sessionId)).length >= merged.length - inJournal);
-      assert.equal(verifyChainLines(merged, key.publicKey, { requireSeal: false }).ok, true);
+      assert.equal(verifyChainLines(merged, audit.key.publicKey, { requireSeal: false }).ok, true);
     }
     await sink.close();
     assert.deepEqual(violations, [], 'close() checkpoints the same way');
     assert.equal(journalSize(dir), 0);
     for (const [path, t] of tracks) assert.equal(t.synced, t.written, `${basename(path)} synced at close`);
-    for (const s of sessions) assert.equal(verifyChainLines(rawLines(fileOf(dir, s.sessionId)), key.publicKey, { requireSeal: false }).ok, true);
+    for (const s of sessions) assert.equal(verifyChainLines(rawLines(fileOf(dir, s.sessionId)), audit.key.publicKey, { requireSeal: false }).ok, true);
   });
 
   it('randomized: interleaved appends, a crash at a random durable resolution, lost unsynced bytes → every resolved durable event recovered, in order', async () => {
@@ -467,7 +443,7 @@ describe('audit journal: crash recovery', () => {
             assert.deepEqual(got, seen.get(id), 'the readers saw what recovery wrote');
             assert.deepEqual(got, truth.slice(0, got.length), 'a prefix of the true trail, in order');
             assert.ok(got.length >= (want ?? -1) + 1, `durable events up to seq ${want} present (got ${got.length} lines)`);
-            if (got.length > 0) assert.equal(verifyChainLines(got, key.publicKey, { requireSeal: false }).ok, true);
+            if (got.length > 0) assert.equal(verifyChainLines(got, audit.key.publicKey, { requireSeal: false }).ok, true);
           }
           const listedAfter = new Set((await listSessions(copy)).map((x) => x.sessionId));
           for (const id of ids) if (snap.durableSeq.has(id)) assert.ok(listedAfter.has(id), `index has ${id}`);

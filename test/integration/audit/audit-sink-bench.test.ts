@@ -4,36 +4,14 @@
  * durable-before-forward: every write statement waits for its audit event to be on disk).
  * WARDEN_AUDIT_BENCH_MS overrides the 2 s duration.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
-import { asSessionId } from '../../../core/audit/events.ts';
-import type { AuditEventBodyOf, SessionStartFields } from '../../../core/audit/events.ts';
-import { LocalAuditSink, loadOrCreateAuditSigningKey } from '../../../adapters/local/audit-sink.ts';
-import type { AuditSigningKey } from '../../../adapters/local/audit-sink.ts';
+import type { AuditEventBodyOf } from '../../../core/audit/events.ts';
+import { newSessionId, sessionStart, useAuditSinkFixture } from '../../helpers/audit-sink.ts';
 
-const roots: string[] = [];
-let key: AuditSigningKey;
-before(async () => {
-  const d = mkdtempSync(join(tmpdir(), 'warden-audit-bench-'));
-  roots.push(d);
-  key = await loadOrCreateAuditSigningKey(d);
-});
-after(() => {
-  for (const d of roots) rmSync(d, { recursive: true, force: true });
-});
+const audit = useAuditSinkFixture({ tempPrefix: 'warden-audit-bench-', readOnlyWindowMs: 100 });
 
-const START: SessionStartFields = {
-  protocol: 'postgres',
-  source: { address: '127.0.0.1', port: 50000 },
-  listener: 'postgres:127.0.0.1:6432',
-  tls: false,
-  target: 'app',
-  startupUser: 'bench',
-};
+const START = sessionStart({ tls: false, startupUser: 'bench' });
 
 const stmt = (statementId: number): AuditEventBodyOf<'statement'> => ({
   type: 'statement',
@@ -47,10 +25,8 @@ const stmt = (statementId: number): AuditEventBodyOf<'statement'> => ({
 
 async function run(label: string, think: (() => Promise<void>) | null): Promise<void> {
   const durationMs = Number(process.env.WARDEN_AUDIT_BENCH_MS ?? 2000);
-  const dir = mkdtempSync(join(tmpdir(), 'warden-audit-bench-'));
-  roots.push(dir);
-  const sink = await LocalAuditSink.open({ dir, readOnlyWindowMs: 100, signingKey: key.privateKey, keyId: key.keyId });
-  const sessions = Array.from({ length: 8 }, () => sink.openSession(asSessionId(randomUUID()), START));
+  const sink = await audit.openSink({ dir: audit.tempDir() });
+  const sessions = Array.from({ length: 8 }, () => sink.openSession(newSessionId(), START));
   await Promise.all(sessions.map((s) => s.ready));
   const before = sink.stats();
   const samples: number[] = [];

@@ -1,13 +1,10 @@
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, existsSync } from 'node:fs';
+import { appendFileSync, readFileSync, statSync, symlinkSync, existsSync } from 'node:fs';
 import { open as fsOpen } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asSessionId } from '../../../core/audit/events.ts';
-import type { AuditEventBody, AuditEventBodyOf, SessionStartFields } from '../../../core/audit/events.ts';
+import type { AuditEventBody, AuditEventBodyOf } from '../../../core/audit/events.ts';
 import { verifyChainLines } from '../../../core/audit/hash-chain.ts';
 import { AuditWriteError } from '../../../core/audit/ports.ts';
 import {
@@ -18,27 +15,13 @@ import {
   LocalAuditSink,
   readSessionEvents,
 } from '../../../adapters/local/audit-sink.ts';
-import type { AuditSigningKey, LocalAuditSinkOptions } from '../../../adapters/local/audit-sink.ts';
+import type { LocalAuditSinkOptions } from '../../../adapters/local/audit-sink.ts';
+import { newSessionId, SESSION_END, sessionStart, useAuditSinkFixture } from '../../helpers/audit-sink.ts';
 
-const roots: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'warden-audit-'));
-  roots.push(d);
-  return d;
-}
-after(() => {
-  for (const d of roots) rmSync(d, { recursive: true, force: true });
-});
-
-const START: SessionStartFields = {
-  protocol: 'postgres',
-  source: { address: '127.0.0.1', port: 50000 },
-  listener: 'postgres:127.0.0.1:6432',
-  tls: true,
-  target: 'app',
-  startupUser: 'alice',
-};
-const END = { reason: 'client_terminate', statements: 2, bytesFromClient: 100, bytesToClient: 200, durationMs: 42 } as const;
+const audit = useAuditSinkFixture({ tempPrefix: 'warden-audit-', readOnlyWindowMs: 50 });
+const { tempDir } = audit;
+const START = sessionStart();
+const END = SESSION_END;
 
 const stmt = (statementId: number, text = `SELECT ${statementId}`): AuditEventBodyOf<'statement'> => ({
   type: 'statement',
@@ -50,18 +33,11 @@ const stmt = (statementId: number, text = `SELECT ${statementId}`): AuditEventBo
   startedAt: new Date().toISOString(),
 });
 
-const newId = () => asSessionId(randomUUID());
-let key: AuditSigningKey;
-let stateDir: string;
-
-before(async () => {
-  stateDir = tempDir();
-  key = await loadOrCreateAuditSigningKey(stateDir);
-});
+const newId = newSessionId;
 
 async function openSink(extra: Partial<LocalAuditSinkOptions> = {}): Promise<{ sink: LocalAuditSink; dir: string }> {
   const dir = extra.dir ?? join(tempDir(), 'audit');
-  const sink = await LocalAuditSink.open({ dir, readOnlyWindowMs: 50, signingKey: key.privateKey, keyId: key.keyId, ...extra });
+  const sink = await audit.openSink({ dir, ...extra });
   return { sink, dir };
 }
 
@@ -79,14 +55,14 @@ async function waitFor(cond: () => boolean, what: string, ms = 2000): Promise<vo
 
 describe('signing key', () => {
   it('creates an Ed25519 key once (0600) with its public key alongside', async () => {
-    const { privateKeyPath, publicKeyPath } = auditKeyPaths(stateDir);
+    const { privateKeyPath, publicKeyPath } = auditKeyPaths(audit.stateDir);
     assert.equal(statSync(privateKeyPath).mode & 0o777, 0o600);
     assert.ok(existsSync(publicKeyPath));
-    const again = await loadOrCreateAuditSigningKey(stateDir);
-    assert.equal(again.keyId, key.keyId);
-    assert.match(key.keyId, /^ed25519:[0-9a-f]{16}$/);
+    const again = await loadOrCreateAuditSigningKey(audit.stateDir);
+    assert.equal(again.keyId, audit.key.keyId);
+    assert.match(audit.key.keyId, /^ed25519:[0-9a-f]{16}$/);
     const pub = await loadAuditPublicKey(publicKeyPath);
-    assert.equal(pub?.keyId, key.keyId);
+    assert.equal(pub?.keyId, audit.key.keyId);
   });
 });
 
@@ -110,8 +86,8 @@ describe('LocalAuditSink', () => {
     );
     assert.deepEqual(trail.events.map((e) => e.seq), [0, 1, 2, 3, 4, 5, 6]);
     assert.equal(trail.torn, null);
-    const pub = await loadAuditPublicKey(auditKeyPaths(stateDir).publicKeyPath);
-    assert.deepEqual(verifyChainLines(trail.lines, pub!.publicKey), { ok: true, count: 7, sealed: true, keyId: key.keyId });
+    const pub = await loadAuditPublicKey(auditKeyPaths(audit.stateDir).publicKeyPath);
+    assert.deepEqual(verifyChainLines(trail.lines, pub!.publicKey), { ok: true, count: 7, sealed: true, keyId: audit.key.keyId });
 
     await assert.rejects(s.append(stmt(3), { durable: false }), AuditWriteError, 'append after end');
     await assert.rejects(s.end(END), AuditWriteError, 'second end');
@@ -327,7 +303,7 @@ describe('LocalAuditSink', () => {
     const trail = await readSessionEvents(dir, id);
     assert.equal(trail.events.length, 2);
     assert.deepEqual(trail.torn, { bytes: 21, text: '{"v":1,"type":"statem' });
-    assert.deepEqual(verifyChainLines(trail.lines, key.publicKey, { requireSeal: false }), { ok: true, count: 2, sealed: false });
+    assert.deepEqual(verifyChainLines(trail.lines, audit.key.publicKey, { requireSeal: false }), { ok: true, count: 2, sealed: false });
 
     assert.deepEqual((await listSessions(dir)).map((x) => x.sessionId), [id]);
     // Reopening terminates the torn index line so new lines stay parseable.
