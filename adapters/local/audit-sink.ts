@@ -135,7 +135,6 @@ interface FileQueue {
 }
 
 export class LocalAuditSink implements AuditSink {
-  private readonly dir: string;
   private readonly sessionsDir: string;
   private readonly windowMs: number;
   private readonly maxPendingBytes: number;
@@ -187,7 +186,6 @@ export class LocalAuditSink implements AuditSink {
   readonly recovery: RecoveryReport | null;
 
   private constructor(opts: LocalAuditSinkOptions, indexHandle: FileHandle, journal: AuditJournal) {
-    this.dir = opts.dir;
     this.sessionsDir = join(opts.dir, 'sessions');
     this.windowMs = opts.readOnlyWindowMs ?? DEFAULT_READ_ONLY_WINDOW_MS;
     this.maxPendingBytes = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;

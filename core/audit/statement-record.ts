@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { StatementDecision } from './events.ts';
 import { registerImmutable } from './hash-chain.ts';
+import type { StatementClass } from '../sql/classify.ts';
 
 export const MAX_AUDITED_TEXT_CHARS = 256 * 1024;
 export const MAX_AUDITED_PARAM_CHARS = 4 * 1024;
@@ -53,21 +54,10 @@ export interface AuditedClassification {
   preparedName?: string;
 }
 
-interface ClassLike {
-  readonly operation: string;
-  readonly command: string;
-  readonly readOnly: boolean;
-  readonly tables: readonly string[];
-  readonly functions: readonly string[];
-  readonly risks: readonly string[];
-  readonly nested: readonly ClassLike[];
-  readonly preparedName?: string;
-}
-
 // Classifications are cached and frozen, so their projection can be cached by identity too.
-const projections = new WeakMap<ClassLike, AuditedClassification>();
+const projections = new WeakMap<StatementClass, AuditedClassification>();
 
-export function classificationForAudit(c: ClassLike): AuditedClassification {
+export function classificationForAudit(c: StatementClass): AuditedClassification {
   let p = projections.get(c);
   if (!p) {
     p = {
