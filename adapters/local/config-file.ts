@@ -18,6 +18,8 @@ export interface LoadedConfig {
   secretsFile: string;
   /** Absolute folder of the audit trail. */
   auditDir: string;
+  /** The Cedar policy folder (relative to the configuration file's folder). */
+  policyDir: string;
 }
 
 /** The config file: `--config`, then WARDEN_CONFIG, then ./warden.config.yaml. */
@@ -43,5 +45,5 @@ export function loadConfigFile(path: string = configPath()): LoadedConfig {
   const base = dirname(path);
   const stateDir = isAbsolute(config.stateDir) ? config.stateDir : resolve(base, config.stateDir);
   const within = (p: string): string => (isAbsolute(p) ? p : resolve(stateDir, p));
-  return { config, file: path, stateDir, secretsFile: within(config.secretsFile), auditDir: within(config.audit.dir) };
+  return { config, file: path, stateDir, secretsFile: within(config.secretsFile), auditDir: within(config.audit.dir), policyDir: isAbsolute(config.policy.dir) ? config.policy.dir : resolve(base, config.policy.dir) };
 }

@@ -7,12 +7,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../../core/config/schema.ts';
 import type { LoadedConfig } from '../../adapters/local/config-file.ts';
 import { LocalSecretsFile } from '../../adapters/local/secrets-file.ts';
 import { startGateway, type Gateway } from '../../proxy-task/src/gateway.ts';
 import { createLogger, type LogLevel } from '../../proxy-task/src/log.ts';
 import { freePort } from './proc.ts';
+import { allowAllDecider } from '../../core/policy/decision.ts';
+
+/** The policy folder shipped with Warden (the default policy set). */
+export const DEFAULT_POLICY_DIR = fileURLToPath(new URL('../../policies', import.meta.url));
 
 export const BENCH_TARGET_NAME = 'benchdb';
 export const BENCH_SUBJECT = 'bench-agent';
@@ -28,6 +33,8 @@ export interface BenchWardenSpec {
   stateDir?: string;
   /** Extra top-level config keys (e.g. { audit: { ... } }); the default is none: default durability. */
   config?: Record<string, unknown>;
+  /** Decide with the Cedar policies of this folder; default: the allow-all decider (no evaluation). */
+  policyDir?: string;
 }
 
 export interface BenchWarden {
@@ -66,7 +73,7 @@ export async function buildBenchConfig(spec: BenchWardenSpec): Promise<{ loaded:
     },
     'bench',
   );
-  const loaded: LoadedConfig = { config, file: 'bench', stateDir, secretsFile: join(stateDir, 'secrets.json'), auditDir: join(stateDir, 'audit') };
+  const loaded: LoadedConfig = { config, file: 'bench', stateDir, secretsFile: join(stateDir, 'secrets.json'), auditDir: join(stateDir, 'audit'), policyDir: spec.policyDir ?? DEFAULT_POLICY_DIR };
   new LocalSecretsFile(loaded.secretsFile).put(CREDENTIAL, { username: spec.targetUser, password: spec.targetPassword });
   return { loaded, ownsStateDir };
 }
@@ -75,7 +82,7 @@ export async function startBenchWarden(spec: BenchWardenSpec, logLevel: LogLevel
   const { loaded, ownsStateDir } = await buildBenchConfig(spec);
   let gw: Gateway;
   try {
-    gw = await startGateway(loaded, { postgresPort: 0, log: createLogger(logLevel) });
+    gw = await startGateway(loaded, { postgresPort: 0, log: createLogger(logLevel), ...(spec.policyDir ? {} : { decider: allowAllDecider }) });
   } catch (err) {
     if (ownsStateDir) rmSync(loaded.stateDir, { recursive: true, force: true });
     throw err;

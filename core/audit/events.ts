@@ -83,6 +83,8 @@ export interface StatementDecision {
   policies: string[];
   reason?: string;
   policyVersion?: string;
+  /** When held for approval: who may approve and how many approvals are needed. */
+  approval?: { approvers: string[]; approvals: number };
 }
 
 /** Written BEFORE the statement is forwarded upstream. */

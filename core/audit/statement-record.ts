@@ -80,6 +80,7 @@ interface DecisionLike {
   readonly policies: readonly string[];
   readonly reason?: string;
   readonly policyVersion?: string;
+  readonly approval?: { readonly approvers: readonly string[]; readonly approvals: number };
 }
 
 const decisions = new WeakMap<DecisionLike, StatementDecision>();
@@ -93,6 +94,7 @@ export function decisionForAudit(d: DecisionLike): StatementDecision {
       policies: [...d.policies],
       ...(d.reason !== undefined ? { reason: d.reason } : {}),
       ...(d.policyVersion !== undefined ? { policyVersion: d.policyVersion } : {}),
+      ...(d.approval !== undefined ? { approval: { approvers: [...d.approval.approvers], approvals: d.approval.approvals } } : {}),
     });
     decisions.set(d, r);
   }

@@ -117,6 +117,33 @@ export const AuditSchema = z
   })
   .strict();
 
+export const PolicySchema = z
+  .object({
+    /** Folder with the Cedar schema (`*.cedarschema`) and policies (`*.cedar`); relative to the configuration file. */
+    dir: z.string().min(1).default('policies'),
+    /**
+     * Where `connect` is decided. Statements are always decided in process, with the same code and policy
+     * version (a Lambda round trip per statement would cost far more than the statement).
+     */
+    connectDecisions: z
+      .discriminatedUnion('mode', [
+        z.object({ mode: z.literal('in-process') }).strict(),
+        z
+          .object({
+            mode: z.literal('lambda'),
+            /** Name or ARN of the policy decision function (functions/policy-decision). */
+            functionName: z.string().min(1),
+            region: z.string().min(1).optional(),
+            /** Override of the Lambda API endpoint (tests, VPC endpoints with a private DNS name). */
+            endpoint: z.string().url().optional(),
+            timeoutMs: z.number().int().min(100).max(30_000).default(3000),
+          })
+          .strict(),
+      ])
+      .default({ mode: 'in-process' }),
+  })
+  .strict();
+
 export const EmbeddedSchema = z
   .object({
     /** Start the demo PostgreSQL target `demo` from the machine's PostgreSQL binaries. */
@@ -143,6 +170,7 @@ export const WardenConfigSchema = z
     identity: IdentitySchema.default(IdentitySchema.parse({})),
     targets: z.array(TargetSchema).default([]),
     audit: AuditSchema.default(AuditSchema.parse({})),
+    policy: PolicySchema.default(PolicySchema.parse({})),
     embedded: EmbeddedSchema.default(EmbeddedSchema.parse({})),
   })
   .strict()
@@ -160,6 +188,7 @@ export const WardenConfigSchema = z
 export type WardenConfig = z.infer<typeof WardenConfigSchema>;
 export type PostgresTarget = z.infer<typeof PostgresTargetSchema>;
 export type Target = z.infer<typeof TargetSchema>;
+export type PolicyConfig = z.infer<typeof PolicySchema>;
 export type IssuerConfig = z.infer<typeof IssuerSchema>;
 
 export class ConfigInvalidError extends Error {

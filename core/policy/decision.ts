@@ -15,6 +15,14 @@ export interface Decision {
   /** Why, in words an agent's author understands (sent to the client on a denial). */
   readonly reason?: string;
   readonly policyVersion?: string;
+  /** When effect is 'approval': who may approve, and how many approvals are needed. */
+  readonly approval?: ApprovalRequirement;
+}
+
+export interface ApprovalRequirement {
+  /** Groups whose members may approve. */
+  readonly approvers: readonly string[];
+  readonly approvals: number;
 }
 
 export interface TargetRef {
@@ -24,7 +32,8 @@ export interface TargetRef {
 }
 
 export interface StatementDecider {
-  decideConnect(principal: Principal, target: TargetRef): Decision;
+  /** May be remote (the policy decision Lambda); statements are always decided in process. */
+  decideConnect(principal: Principal, target: TargetRef): Decision | Promise<Decision>;
   decideStatement(principal: Principal, target: TargetRef, statement: StatementClass): Decision;
 }
 

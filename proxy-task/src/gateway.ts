@@ -8,7 +8,9 @@ import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { IssuerConfig, PostgresTarget } from '../../core/config/schema.ts';
-import { allowAllDecider, type StatementDecider } from '../../core/policy/decision.ts';
+import type { StatementDecider } from '../../core/policy/decision.ts';
+import { CedarDecider } from '../../core/policy/cedar-decider.ts';
+import { loadPolicyDirectory } from '../../adapters/local/policy-files.ts';
 import { initSqlParser } from '../../core/sql/classify.ts';
 import { JwtVerifier, type IssuerOptions } from '../../adapters/identity/jwt-verifier.ts';
 import { LocalAuditSink, loadOrCreateAuditSigningKey } from '../../adapters/local/audit-sink.ts';
@@ -33,12 +35,16 @@ export interface Gateway {
   demoDatabase?: PostgresServer;
   audit: LocalAuditSink;
   listener: PostgresListener;
+  /** The policy decision point every connection and statement passes. */
+  decider: StatementDecider;
+  /** Version of the Cedar policy set in force (absent when a decider was passed in). */
+  policyVersion?: string;
   close(graceMs?: number): Promise<void>;
 }
 
 export interface GatewayOptions {
   log?: Logger;
-  /** Overrides the policy decision point (default: allow everything, still recorded per statement). */
+  /** Overrides the policy decision point (default: the Cedar policies of `policy.dir`). */
   decider?: StatementDecider;
   /** Listen on this port instead of the configured one (0: any free port; tests). */
   postgresPort?: number;
@@ -50,6 +56,15 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
   const cleanups: (() => Promise<void>)[] = [];
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   try {
+    // Policies first: an invalid policy set stops start-up before anything listens.
+    let decider = opts.decider;
+    let policyVersion: string | undefined;
+    if (!decider) {
+      const cedar = new CedarDecider(loadPolicyDirectory(loaded.policyDir));
+      policyVersion = cedar.version;
+      decider = cedar;
+      log.info('policy set loaded', { dir: loaded.policyDir, version: cedar.version });
+    }
     const secrets = new LocalSecretsFile(loaded.secretsFile);
     const issuers: IssuerOptions[] = config.identity.issuers.map((i: IssuerConfig) => toIssuerOptions(i));
 
@@ -109,7 +124,7 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       usernameClaim: config.identity.claims.username,
       secrets,
       audit,
-      decider: opts.decider ?? allowAllDecider,
+      decider,
       durableBeforeForward: config.audit.durableBeforeForward,
       cancels: new CancelRegistry(),
       log,
@@ -124,6 +139,8 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       ...(demoDatabase ? { demoDatabase } : {}),
       audit,
       listener,
+      decider,
+      ...(policyVersion ? { policyVersion } : {}),
       close: async (graceMs = 0) => {
         await listener.close(graceMs);
         for (const c of cleanups.reverse()) await c().catch((err: unknown) => log.warn('shutdown step failed', { err }));

@@ -6,14 +6,18 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../../core/config/schema.ts';
-import type { StatementDecider } from '../../core/policy/decision.ts';
+import { allowAllDecider, type StatementDecider } from '../../core/policy/decision.ts';
 import type { LoadedConfig } from '../../adapters/local/config-file.ts';
 import { LocalSecretsFile } from '../../adapters/local/secrets-file.ts';
 import { startGateway, type Gateway } from '../../proxy-task/src/gateway.ts';
 import { createLogger } from '../../proxy-task/src/log.ts';
 import type { PostgresServer } from '../../proxy-task/src/embedded/postgres-server.ts';
 import { startTestPostgres } from './postgres.ts';
+
+/** The policy folder shipped with Warden (the default policy set). */
+export const DEFAULT_POLICY_DIR = fileURLToPath(new URL('../../policies', import.meta.url));
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -41,6 +45,8 @@ export interface TestWarden {
 export interface TestWardenOptions {
   config?: Record<string, unknown>;
   decider?: StatementDecider;
+  /** Decide by the Cedar policies of this folder (DEFAULT_POLICY_DIR: the shipped set). Default: allow-all. */
+  policyDir?: string;
   /** Reuse a target server (not stopped by stop()). */
   pg?: PostgresServer;
   pgSettings?: Record<string, string>;
@@ -70,12 +76,12 @@ export async function startTestWarden(o: TestWardenOptions = {}): Promise<TestWa
     },
     'test',
   );
-  const loaded: LoadedConfig = { config, file: 'test', stateDir, secretsFile: join(stateDir, 'secrets.json'), auditDir: join(stateDir, 'audit') };
+  const loaded: LoadedConfig = { config, file: 'test', stateDir, secretsFile: join(stateDir, 'secrets.json'), auditDir: join(stateDir, 'audit'), policyDir: o.policyDir ?? DEFAULT_POLICY_DIR };
   new LocalSecretsFile(loaded.secretsFile).put('appdb-cred', { username: TARGET_USER, password: TARGET_PASSWORD });
   const gw = await startGateway(loaded, {
     postgresPort: 0,
     log: createLogger((process.env.WARDEN_TEST_LOG as 'debug') ?? 'error'),
-    ...(o.decider ? { decider: o.decider } : {}),
+    ...(o.decider ? { decider: o.decider } : o.policyDir ? {} : { decider: allowAllDecider }),
   });
   const port = gw.postgres.port;
   return {

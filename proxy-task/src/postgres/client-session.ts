@@ -11,7 +11,7 @@ import { asSessionId, type SessionEndReason } from '../../../core/audit/events.t
 import type { PostgresTarget } from '../../../core/config/schema.ts';
 import { clientMessageFor, IdentityVerificationError } from '../../../core/identity/errors.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
-import type { StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
+import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
 import type { SecretStore } from '../../../core/secrets/secret-store.ts';
 import type { IdentityVerifier } from '../../../adapters/identity/jwt-verifier.ts';
 import type { Logger } from '../log.ts';
@@ -181,7 +181,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       throw new ClientFacingError(SqlState.invalidCatalogName, `target "${database}" does not exist`, 'auth_failed');
     }
     const targetRef: TargetRef = { name: target.name, kind: 'postgres', environment: target.environment };
-    const connectDecision = ctx.decider.decideConnect(principal, targetRef);
+    const connectDecision = await decideConnect(ctx.decider, principal, targetRef, slog);
     if (connectDecision.effect !== 'allow') {
       await recordAuthFailure(audit, 'connect_denied', `connect denied by ${connectDecision.policies.join(', ')}`, SqlState.insufficientPrivilege, user, principal);
       throw new ClientFacingError(SqlState.insufficientPrivilege, `not permitted to connect to target "${target.name}"${connectDecision.reason ? `: ${connectDecision.reason}` : ''}`, 'auth_failed');
@@ -300,5 +300,15 @@ async function forwardCancel(ctx: SessionContext, processId: number, secretKey: 
     await sendCancel(target, target.backendPid, target.backendSecret);
   } catch (err) {
     log.warn('could not forward a cancel request', { err });
+  }
+}
+
+/** The connect decision; a decider that fails (a remote one out of reach) denies: fail closed. */
+async function decideConnect(decider: StatementDecider, principal: Principal, target: TargetRef, log: Logger): Promise<Decision> {
+  try {
+    return await decider.decideConnect(principal, target);
+  } catch (err) {
+    log.error('connect decision failed; denying (fail closed)', { err });
+    return { effect: 'deny', policies: [], reason: 'the policy decision point is unavailable' };
   }
 }
