@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { configPath, loadConfigFile, type LoadedConfig } from '../adapters/local/config-file.ts';
 import { ConfigInvalidError } from '../core/config/schema.ts';
 import { registerAuditCommands } from './commands/audit.ts';
+import { registerPolicyCommands } from './commands/policy.ts';
 import { registerTokenCommand } from './commands/token.ts';
 
 const program = new Command('warden')
@@ -21,6 +22,7 @@ export function getConfig(): LoadedConfig {
 
 registerTokenCommand(program, getConfig);
 registerAuditCommands(program, () => getConfig().auditDir, () => getConfig().stateDir);
+registerPolicyCommands(program, getConfig);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigInvalidError) process.stderr.write(`${err.message}\n`);

@@ -45,6 +45,8 @@ export const RiskFlag = {
   /** Changes a setting that guards the session: transaction_read_only (BEGIN READ WRITE), session_replication_role. */
   sensitive_setting: 'sensitive_setting',
   alter_system: 'alter_system',
+  /** Changes how the server reads SQL text (standard_conforming_strings, client_encoding, backslash_quote). */
+  lexical_setting: 'lexical_setting',
   truncate: 'truncate',
   drop: 'drop',
   grant_revoke: 'grant_revoke',
@@ -74,7 +76,10 @@ export interface StatementClass {
   readonly risks: readonly RiskFlag[];
   /** Statements this one runs or defines to run: data-modifying CTEs, the query of EXPLAIN / PREPARE / CTAS / COPY / DECLARE, rule actions, DO body statements. */
   readonly nested: readonly StatementClass[];
-  /** EXECUTE name: the prepared statement cannot be resolved here. */
+  /**
+   * The prepared statement named by PREPARE, EXECUTE or DEALLOCATE (absent for DEALLOCATE ALL). What an
+   * EXECUTE runs cannot be resolved from its text: the session that saw the PREPARE resolves it.
+   */
   readonly preparedName?: string;
   /**
    * String offsets in the Query text with `text === sql.slice(start, start + length)` for top-level statements.

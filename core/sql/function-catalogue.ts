@@ -54,4 +54,10 @@ export function functionRules(base: string): FnRule[] {
 
 /** Settings whose change can lift a guard the gateway relies on. */
 export const SENSITIVE_SETTINGS: ReadonlySet<string> = new Set(['transaction_read_only', 'default_transaction_read_only', 'session_replication_role']);
+/**
+ * Settings that change how the server reads SQL text: with standard_conforming_strings off a backslash
+ * escapes a quote, and a client-only multi-byte encoding (SJIS, BIG5, GBK...) can hide a quote or a
+ * backslash inside a character. Either way the server would read a statement differently from the parser.
+ */
+export const LEXICAL_SETTINGS: ReadonlySet<string> = new Set(['standard_conforming_strings', 'backslash_quote', 'client_encoding']);
 export const ROLE_SETTINGS: ReadonlySet<string> = new Set(['role', 'session_authorization']);

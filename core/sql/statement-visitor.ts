@@ -4,7 +4,7 @@
  * their own by the Classifier (`classifier.ts`), which extends this walk.
  */
 import { RiskFlag, type StatementClass } from './classification.ts';
-import { functionRules, ROLE_SETTINGS, SENSITIVE_SETTINGS, SQL_TEXT_ARGS } from './function-catalogue.ts';
+import { functionRules, LEXICAL_SETTINGS, ROLE_SETTINGS, SENSITIVE_SETTINGS, SQL_TEXT_ARGS } from './function-catalogue.ts';
 import { NestedStatementSpans, type Span } from './nested-statement-spans.ts';
 import { DATA_MODIFYING, DDL_PREFIX, LEAVES, RELATION_OBJECTS, STMT } from './statement-catalogue.ts';
 import { bump, Merge, mergeInto, type Acc } from './statement-findings.ts';
@@ -144,6 +144,7 @@ export abstract class StatementVisitor {
       const setting = constString(Array.isArray(args) ? args[0] : undefined)?.trim().toLowerCase();
       if (setting === undefined || ROLE_SETTINGS.has(setting)) acc.risks.add(R.set_role);
       if (setting === undefined || SENSITIVE_SETTINGS.has(setting)) acc.risks.add(R.sensitive_setting);
+      if (setting === undefined || LEXICAL_SETTINGS.has(setting)) acc.risks.add(R.lexical_setting);
     }
   }
 
@@ -192,6 +193,11 @@ export abstract class StatementVisitor {
         return;
       case 'AlterTableCmd':
         if (f.subtype === 'AT_DropColumn') acc.risks.add(R.drop);
+        if (f.subtype === 'AT_ChangeOwner') {
+          // Ownership carries every privilege on the table: a privilege change, like ALTER SCHEMA ... OWNER TO.
+          bump(acc, 'privilege');
+          acc.risks.add(R.grant_revoke);
+        }
         this.walkFields(f, acc, scope);
         return;
       case 'ExplainStmt': {
@@ -207,6 +213,7 @@ export abstract class StatementVisitor {
       }
       case 'PrepareStmt':
         if (!asNode(f.query)) bump(acc, 'unknown');
+        if (typeof f.name === 'string') acc.preparedName = f.name;
         this.child(f.query, acc, this.spans.afterKeyword(acc.span, 'as'), scope, Merge.exec);
         return;
       case 'ExecuteStmt':
@@ -283,6 +290,10 @@ export abstract class StatementVisitor {
         if (f.kind === 'TRANS_STMT_PREPARE' || f.kind === 'TRANS_STMT_COMMIT_PREPARED' || f.kind === 'TRANS_STMT_ROLLBACK_PREPARED') acc.sideEffect = true;
         this.walk(f.options, acc, scope);
         return;
+      case 'DeallocateStmt':
+        this.otherStatement(type, acc);
+        if (typeof f.name === 'string') acc.preparedName = f.name; // absent: DEALLOCATE ALL
+        return;
       case 'DiscardStmt':
         bump(acc, 'session');
         if (f.target === undefined || f.target === 'DISCARD_ALL') {
@@ -324,6 +335,9 @@ export abstract class StatementVisitor {
     const name = typeof f.name === 'string' ? f.name.toLowerCase() : '';
     if (ROLE_SETTINGS.has(name)) {
       acc.risks.add(R.set_role);
+      acc.sideEffect = true;
+    } else if (LEXICAL_SETTINGS.has(name)) {
+      acc.risks.add(R.lexical_setting);
       acc.sideEffect = true;
     } else if (SENSITIVE_SETTINGS.has(name)) {
       const args = Array.isArray(f.args) ? f.args : [];

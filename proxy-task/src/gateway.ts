@@ -64,6 +64,22 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       policyVersion = cedar.version;
       decider = cedar;
       log.info('policy set loaded', { dir: loaded.policyDir, version: cedar.version });
+      const connect = config.policy.connectDecisions;
+      if (connect.mode === 'lambda') {
+        // Loaded only here: the embedded default never pays for loading the AWS SDK.
+        const { LambdaClient } = await import('@aws-sdk/client-lambda');
+        const { LambdaConnectDecider } = await import('../../adapters/aws/lambda-connect-decider.ts');
+        const client = new LambdaClient({ ...(connect.region ? { region: connect.region } : {}), ...(connect.endpoint ? { endpoint: connect.endpoint } : {}) });
+        cleanups.push(async () => client.destroy());
+        decider = new LambdaConnectDecider({
+          client,
+          functionName: connect.functionName,
+          timeoutMs: connect.timeoutMs,
+          statements: cedar,
+          onPolicyVersionMismatch: (v) => log.warn('the policy decision function runs another policy version than this task', v),
+        });
+        log.info('connect decided by Lambda', { functionName: connect.functionName, timeoutMs: connect.timeoutMs });
+      }
     }
     const secrets = new LocalSecretsFile(loaded.secretsFile);
     const issuers: IssuerOptions[] = config.identity.issuers.map((i: IssuerConfig) => toIssuerOptions(i));

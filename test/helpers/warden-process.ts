@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DevIssuer } from '../../adapters/local/dev-issuer.ts';
+import { DEFAULT_POLICY_DIR } from './warden.ts';
 import { LocalSecretsFile } from '../../adapters/local/secrets-file.ts';
 import type { PostgresServer } from '../../proxy-task/src/embedded/postgres-server.ts';
 import { freePort, TARGET_PASSWORD, TARGET_USER } from './warden.ts';
@@ -31,6 +32,7 @@ export async function startWardenProcess(pg: PostgresServer, audit: Record<strin
     identity: { devIssuer: { enabled: true, port: issuerPort, audience: 'warden' } },
     targets: [{ name: 'appdb', kind: 'postgres', host: '127.0.0.1', port: pg.port, credential: 'appdb' }],
     audit: { durableBeforeForward: true, readOnlyWindowMs: 100, ...audit },
+    policy: { dir: DEFAULT_POLICY_DIR }, // the shipped policy set: tokens need a group (readers, writers)
   };
   const file = join(stateDir, 'warden.config.yaml');
   writeFileSync(file, JSON.stringify(config)); // JSON is YAML

@@ -27,9 +27,10 @@ import {
 } from './backend-messages.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import { MessageReader } from './message-reader.ts';
-import { ClientMessage, SqlState, StartupCode } from './protocol-codes.ts';
+import { ClientMessage, ServerMessage, SqlState, StartupCode } from './protocol-codes.ts';
 import { PostgresRelay } from './relay.ts';
 import { setsForbiddenSetting } from './startup-options.ts';
+import { unsafeParameterStatus } from './lexical-settings.ts';
 import { connectUpstream, sendCancel, UpstreamConnectError } from './upstream-connection.ts';
 
 export interface SessionContext {
@@ -219,6 +220,12 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     }
     await audit.append({ type: 'upstream.connect', target: target.name, host: target.host, port: target.port, database: dbName, tls: upstream.tls, ok: true }, { durable: false });
 
+    const unsafe = upstream.replay.map((m) => (m[0] === ServerMessage.parameterStatus ? unsafeParameterStatus(m.subarray(5)) : undefined)).find(Boolean);
+    if (unsafe) {
+      upstream.socket.destroy();
+      await recordAuthFailure(audit, 'unsafe_session_settings', unsafe, SqlState.insufficientPrivilege, user, principal);
+      throw new ClientFacingError(SqlState.insufficientPrivilege, `the session's settings are not supported: ${unsafe} (Warden must read SQL text exactly as the server does)`, 'auth_failed');
+    }
     const key = ctx.cancels.register({ host: target.host, port: target.port, tls: upstreamTls, backendPid: upstream.backendPid, backendSecret: upstream.backendSecret });
     socket.write(Buffer.concat([authenticationOk(), ...upstream.replay, backendKeyData(key.processId, key.secretKey), readyForQuery(upstream.transactionStatus as 'I')]));
     reader.detach();

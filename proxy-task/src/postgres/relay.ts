@@ -13,13 +13,16 @@ import type { SessionEndReason } from '../../../core/audit/events.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
 import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
 import { classifySql, type SqlClassification, type StatementClass } from '../../../core/sql/classify.ts';
+import { executeOfPrepared } from '../../../core/sql/prepared-execute.ts';
 import type { Logger } from '../log.ts';
 import { ClientFramer, type FramedMessage } from './client-framer.ts';
 import { ClientMessage, ServerMessage, SqlState } from './protocol-codes.ts';
 import { cstring, decodeBind, decodeExecutePortal, decodeFields, decodeKindAndName, decodeParse, errorResponse, readyForQuery } from './backend-messages.ts';
-import { ServerScanner } from './server-scanner.ts';
+import { encodeServerMessage, ServerScanner } from './server-scanner.ts';
+import { StandIn } from './stand-in.ts';
+import { unsafeParameterStatus } from './lexical-settings.ts';
 import { StatementTracker, type StatementResult } from './statement-tracker.ts';
-import { FUNCTION_CALL_CLASS, FUNCTION_CALL_STATEMENT, refusalFields, statementEndEvent, statementEvent, UNKNOWN_STATEMENT } from './statement-events.ts';
+import { FUNCTION_CALL_STATEMENT, refusalFields, statementEndEvent, statementEvent, UNKNOWN_STATEMENT } from './statement-events.ts';
 
 export interface RelayOptions {
   client: Socket;
@@ -46,7 +49,23 @@ export interface RelayStats {
 
 interface Prepared {
   text: string;
-  classification: SqlClassification;
+  /** What an Execute of it runs (the first statement; a Parse of several fails at the server). */
+  statement: StatementClass | undefined;
+  readOnly: boolean;
+  decision: Decision;
+}
+
+/**
+ * What to do with a client message once inspected: forward it (undefined), or forward `send` instead
+ * (null: nothing), after `wait` settles when given (an audit record that must be durable first).
+ */
+type Step = undefined | { wait?: Promise<void>; send?: Buffer | null };
+
+/** A statement as the audit trail records it and the decider judged it. */
+interface Judged {
+  text: string;
+  params: (string | null)[] | undefined;
+  statement: StatementClass | undefined;
   decision: Decision;
 }
 
@@ -61,6 +80,7 @@ const INSPECTED = new Set<number>([
   ServerMessage.readyForQuery,
   ServerMessage.emptyQueryResponse,
   ServerMessage.portalSuspended,
+  ServerMessage.parameterStatus,
   0x56, // V FunctionCallResponse
 ]);
 
@@ -76,12 +96,18 @@ export class PostgresRelay {
   private holds = new Set<string>();
   private ended = false;
   private terminating = false;
-  private idleWaiters: (() => void)[] = [];
-  private txStatus = 'I';
+  /** After a refused extended-protocol message, everything up to the next Sync is discarded (as the server would). */
+  private discardUntilSync = false;
+  private readonly standIn = new StandIn();
 
   constructor(private readonly o: RelayOptions) {
     this.tracker = new StatementTracker((r) => this.statementEnded(r));
-    this.scanner = new ServerScanner(INSPECTED, (type, body) => this.serverMessage(type, body));
+    this.scanner = new ServerScanner(
+      INSPECTED,
+      (type, body) => this.serverMessage(type, body),
+      undefined,
+      (type) => type === ServerMessage.errorResponse && this.tracker.headIsStandIn(),
+    );
   }
 
   start(): void {
@@ -124,28 +150,28 @@ export class PostgresRelay {
     this.busy = true;
     try {
       for (let m = this.o.framer.next(); m; m = this.o.framer.next()) {
-        const wait = this.clientMessage(m);
-        if (wait) {
-          this.flushOut();
-          this.hold('audit');
-          const msg = m;
-          wait.then(
-            () => {
-              this.release('audit');
-              this.forward(msg.raw);
-              this.busy = false;
-              this.pump();
-            },
-            (err: unknown) => {
-              if (err !== QUERY_REFUSED) return this.failClosed(err);
-              this.release('audit');
-              this.busy = false;
-              this.pump();
-            },
-          );
-          return;
+        const step = this.clientMessage(m);
+        if (!step) {
+          this.forward(m.raw);
+          continue;
         }
-        this.forward(m.raw);
+        const send = step.send === undefined ? m.raw : step.send;
+        if (!step.wait) {
+          if (send) this.forward(send);
+          continue;
+        }
+        this.flushOut();
+        this.hold('audit');
+        step.wait.then(
+          () => {
+            this.release('audit');
+            if (send) this.forward(send);
+            this.busy = false;
+            this.pump();
+          },
+          (err: unknown) => this.failClosed(err),
+        );
+        return;
       }
     } catch (err) {
       this.protocolError(err);
@@ -155,19 +181,17 @@ export class PostgresRelay {
     this.busy = false;
   }
 
-  /** Inspects one client message; returns a promise when it may only be forwarded once that settles. */
-  private clientMessage(m: FramedMessage): Promise<void> | undefined {
+  /** Inspects one client message and says what to forward. */
+  private clientMessage(m: FramedMessage): Step {
+    if (this.discardUntilSync) {
+      if (m.type === ClientMessage.sync) this.discardUntilSync = false;
+      else if (m.type !== ClientMessage.terminate) return DISCARD;
+    }
     switch (m.type) {
       case ClientMessage.query:
         return this.query(cstring(m.body, 0)[0]);
-      case ClientMessage.parse: {
-        const p = decodeParse(m.body);
-        const classification = classifySql(p.text);
-        const decision = this.decide(classification);
-        if (decision.effect !== 'allow') throw new StatementRefusedError(decision);
-        this.prepared.set(p.name, { text: p.text, classification, decision });
-        return undefined;
-      }
+      case ClientMessage.parse:
+        return this.parse(decodeParse(m.body));
       case ClientMessage.bind: {
         let portal: Portal;
         try {
@@ -201,86 +225,133 @@ export class PostgresRelay {
     }
   }
 
-  private decide(c: SqlClassification): Decision {
-    let last: Decision | undefined;
-    for (const s of c.statements) {
-      const d = this.o.decider.decideStatement(this.o.principal, this.o.target, s);
-      if (d.effect !== 'allow') return d;
-      last = d;
+  /** Decides one statement, judging `EXECUTE name` as the statement prepared under that name. */
+  private decideOne(s: StatementClass): { statement: StatementClass; decision: Decision } {
+    let statement = s;
+    if (s.command === 'EXECUTE' && s.preparedName !== undefined) {
+      const prepared = this.prepared.get(s.preparedName)?.statement;
+      if (prepared) statement = executeOfPrepared(s, prepared);
     }
-    return last ?? this.o.decider.decideStatement(this.o.principal, this.o.target, UNKNOWN_STATEMENT);
+    return { statement, decision: this.o.decider.decideStatement(this.o.principal, this.o.target, statement) };
   }
 
-  private query(text: string): Promise<void> | undefined {
+  /** Follows the prepared statements a simple Query defines or drops (only once it is allowed). */
+  private notePrepared(statements: readonly StatementClass[], decisions: readonly Decision[]): void {
+    statements.forEach((s, k) => {
+      if (s.command === 'PREPARE' && s.preparedName !== undefined && !this.prepared.has(s.preparedName)) {
+        // An existing name is kept: the server refuses to redefine it, so the old statement is what runs.
+        const inner = s.nested[0];
+        this.prepared.set(s.preparedName, { text: s.text, statement: inner, readOnly: inner?.readOnly ?? false, decision: decisions[k]! });
+      } else if (s.command === 'DEALLOCATE') {
+        if (s.preparedName === undefined) this.prepared.clear();
+        else this.prepared.delete(s.preparedName);
+      } else if (s.command === 'DISCARD ALL') this.prepared.clear();
+    });
+  }
+
+  private query(text: string): Step {
     const classification = classifySql(text);
-    const decisions = classification.statements.map((s) => this.o.decider.decideStatement(this.o.principal, this.o.target, s));
-    const refused = decisions.find((d) => d.effect !== 'allow');
-    if (refused) return this.refuseQuery(classification, decisions, refused);
+    const judged = classification.statements.map((s) => this.decideOne(s));
+    const refused = judged.find((j) => j.decision.effect !== 'allow');
+    if (refused) {
+      const items = judged.map((j, k): Judged => ({ text: classification.statements[k]!.text, params: undefined, statement: j.statement, decision: j.decision }));
+      return this.refuse('simple', items, refused.decision);
+    }
+    this.notePrepared(classification.statements, judged.map((j) => j.decision));
     this.tracker.beginQuery();
     let durable: Promise<void>[] | undefined;
-    classification.statements.forEach((s, k) => {
+    judged.forEach((j, k) => {
+      const s = classification.statements[k]!;
       const id = ++this.stats.statements;
       this.tracker.open(id, false);
-      const p = this.record(id, 'simple', s.text, undefined, s, decisions[k]!, !s.readOnly);
+      const p = this.record(id, 'simple', s.text, undefined, j.statement, j.decision, !s.readOnly);
       if (p) (durable ??= []).push(p);
     });
-    return durable && (durable.length === 1 ? durable[0] : Promise.all(durable).then(() => undefined));
+    if (!durable) return undefined;
+    return { wait: durable.length === 1 ? durable[0] : Promise.all(durable).then(() => undefined) };
+  }
+
+  private parse(p: { name: string; text: string }): Step {
+    const classification = classifySql(p.text);
+    const judged = classification.statements.map((s) => this.decideOne(s));
+    const refused = judged.find((j) => j.decision.effect !== 'allow');
+    if (refused) {
+      this.prepared.delete(p.name);
+      return this.refuse('extended', [{ text: p.text, params: undefined, statement: refused.statement, decision: refused.decision }], refused.decision, p.name);
+    }
+    if (p.name === '' || !this.prepared.has(p.name)) {
+      // An existing name is kept: the server refuses to redefine it, so the old statement is what runs.
+      const first = judged[0];
+      this.prepared.set(p.name, { text: p.text, statement: first?.statement, readOnly: classification.readOnly, decision: first?.decision ?? EMPTY_STATEMENT });
+    }
+    return undefined;
   }
 
   /**
-   * Answers a refused Query itself: nothing of it is forwarded. The answer waits until the server has
-   * answered everything sent before, so the client sees replies in order. Returns a promise that
-   * rejects with QueryRefused so the pump drops the message instead of forwarding it.
+   * Refuses statements: records them (durably) with their decisions and a 'denied' outcome, and sends
+   * the server a stand-in that fails where they would have run, whose error the client gets as the
+   * refusal. In the extended protocol the rest of the pipeline up to Sync is then discarded.
+   *
+   * @param parseName for a refused Parse, the statement name it used.
    */
-  private refuseQuery(c: SqlClassification, decisions: Decision[], refused: Decision): Promise<void> {
-    const ids: number[] = [];
-    const records = c.statements.map((s, k) => {
+  private refuse(protocol: 'simple' | 'extended', items: readonly Judged[], refused: Decision, parseName?: string): Step {
+    const records: Promise<void>[] = [];
+    for (const j of items) {
       const id = ++this.stats.statements;
-      ids.push(id);
-      return this.o.audit.append(
-        statementEvent(id, 'simple', s.text, undefined, s, decisions[k]!),
-        { durable: true },
+      records.push(this.o.audit.append(statementEvent(id, protocol, j.text, j.params, j.statement, j.decision), { durable: true }));
+      const own = j.decision.effect !== 'allow';
+      records.push(
+        this.o.audit.append(
+          statementEndEvent({
+            statementId: id,
+            outcome: own ? 'denied' : 'error',
+            durationMs: 0,
+            ...(own ? { sqlstate: SqlState.insufficientPrivilege, error: refusalFields(j.decision).message } : { error: 'not executed: another statement of the same Query was refused' }),
+          }),
+          { durable: true },
+        ),
       );
-    });
-    return Promise.all([...records, this.whenIdle()]).then(() => {
-      for (const id of ids) this.statementEnded({ statementId: id, outcome: 'denied', durationMs: 0, sqlstate: SqlState.insufficientPrivilege, error: refused.reason ?? 'denied by policy' });
-      this.o.client.write(
-        Buffer.concat([
-          errorResponse(refusalFields(refused)),
-          readyForQuery(this.txStatus as 'I' | 'T' | 'E'),
-        ]),
-      );
-      throw QUERY_REFUSED;
-    });
+    }
+    const refusal = errorResponse(refusalFields(refused));
+    let send: Buffer;
+    if (protocol === 'simple') {
+      this.tracker.beginQuery();
+      this.tracker.openStandIn(false, refusal);
+      send = this.standIn.query();
+    } else {
+      this.tracker.openStandIn(true, refusal);
+      this.discardUntilSync = true;
+      send = this.standIn.parse(parseName);
+    }
+    return { wait: Promise.all(records).then(() => undefined), send };
   }
 
-  private whenIdle(): Promise<void> {
-    if (this.tracker.outstanding === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-
-  private execute(portalName: string): Promise<void> | undefined {
+  private execute(portalName: string): Step {
     const portal = this.portals.get(portalName);
     const prepared = portal ? this.prepared.get(portal.statement) : undefined;
+    if (!prepared || prepared.decision.effect !== 'allow') {
+      // Only an Execute of a statement Warden never saw allowed gets here; the server would refuse it too.
+      const decision = prepared?.decision ?? this.o.decider.decideStatement(this.o.principal, this.o.target, UNKNOWN_STATEMENT);
+      if (decision.effect !== 'allow') {
+        return this.refuse('extended', [{ text: prepared?.text ?? '', params: portal?.params, statement: prepared?.statement ?? UNKNOWN_STATEMENT, decision }], decision);
+      }
+    }
     const id = ++this.stats.statements;
     this.tracker.open(id, true);
-    const statement = prepared?.classification.statements[0];
-    return this.record(
-      id,
-      'extended',
-      prepared?.text ?? '',
-      portal?.params,
-      statement,
-      prepared?.decision ?? this.o.decider.decideStatement(this.o.principal, this.o.target, UNKNOWN_STATEMENT),
-      !(prepared?.classification.readOnly ?? false),
-    );
+    const p = this.record(id, 'extended', prepared?.text ?? '', portal?.params, prepared?.statement, prepared?.decision ?? EMPTY_STATEMENT, !(prepared?.readOnly ?? false));
+    return p && { wait: p };
   }
 
-  private functionCall(oid: number): Promise<void> | undefined {
+  /** A fast-path FunctionCall names a function by OID, opaque to the parser: decided as an unknown statement. */
+  private functionCall(oid: number): Step {
+    const text = `FunctionCall oid=${oid}`;
+    const decision = this.o.decider.decideStatement(this.o.principal, this.o.target, FUNCTION_CALL_STATEMENT);
+    if (decision.effect !== 'allow') return this.refuse('simple', [{ text, params: undefined, statement: FUNCTION_CALL_STATEMENT, decision }], decision);
     this.tracker.beginQuery();
     const id = ++this.stats.statements;
     this.tracker.open(id, false);
-    return this.record(id, 'simple', `FunctionCall oid=${oid}`, undefined, FUNCTION_CALL_STATEMENT, this.decide(FUNCTION_CALL_CLASS), true);
+    const p = this.record(id, 'simple', text, undefined, FUNCTION_CALL_STATEMENT, decision, true);
+    return p && { wait: p };
   }
 
   /** Appends the statement event; returns a promise to wait for when it must be durable first. */
@@ -332,22 +403,25 @@ export class PostgresRelay {
 
   private fromUpstream(chunk: Buffer): void {
     if (this.ended) return;
+    let pieces: Buffer[] | undefined;
     try {
-      this.scanner.scan(chunk);
+      pieces = this.scanner.scan(chunk);
     } catch (err) {
       this.o.log.error('target sent a malformed message stream', { err });
       this.o.client.write(errorResponse({ severity: 'FATAL', code: SqlState.protocolViolation, message: 'the target sent an invalid message' }));
       this.finish('error');
       return;
     }
-    this.stats.bytesToClient += chunk.length;
-    if (!this.o.client.write(chunk)) {
+    const data = pieces ? (pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)) : chunk;
+    if (data.length === 0) return;
+    this.stats.bytesToClient += data.length;
+    if (!this.o.client.write(data)) {
       this.o.upstream.pause();
       this.o.client.once('drain', () => this.o.upstream.resume());
     }
   }
 
-  private serverMessage(type: number, body: Buffer | undefined): void {
+  private serverMessage(type: number, body: Buffer | undefined): Buffer | undefined {
     switch (type) {
       case ServerMessage.dataRow:
         this.tracker.dataRow();
@@ -355,9 +429,18 @@ export class PostgresRelay {
       case ServerMessage.commandComplete:
         this.tracker.commandComplete(body ? cstring(body, 0)[0] : '');
         return;
-      case ServerMessage.errorResponse:
-        this.tracker.error(body ? decodeFields(body) : {});
-        return;
+      case ServerMessage.errorResponse: {
+        const fields = body ? decodeFields(body) : {};
+        if (!this.tracker.headIsStandIn()) {
+          this.tracker.error(fields);
+          return undefined;
+        }
+        // Cut out by the scanner: the stand-in's own error becomes the refusal; any other error (an earlier
+        // message of the same pipeline failed, so the stand-in never ran) is put back unchanged.
+        if (this.standIn.isOwnError(fields.M)) return this.tracker.standInAnswered();
+        this.tracker.error(fields);
+        return body ? encodeServerMessage(type, body) : undefined;
+      }
       case ServerMessage.emptyQueryResponse:
         this.tracker.emptyQuery();
         return;
@@ -369,9 +452,12 @@ export class PostgresRelay {
         return;
       case ServerMessage.readyForQuery:
         this.tracker.readyForQuery();
-        if (body && body.length) this.txStatus = String.fromCharCode(body[0]!);
-        if (this.tracker.outstanding === 0 && this.idleWaiters.length) for (const w of this.idleWaiters.splice(0)) w();
         return;
+      case ServerMessage.parameterStatus: {
+        const unsafe = body && unsafeParameterStatus(body);
+        if (unsafe) this.endUnsafe(unsafe);
+        return;
+      }
     }
   }
 
@@ -382,16 +468,18 @@ export class PostgresRelay {
   // ---- endings ------------------------------------------------------------------------------------
 
   private protocolError(err: unknown): void {
-    if (err instanceof StatementRefusedError) {
-      // Extended-protocol refusals end the session until they are answered in place (fail closed).
-      this.o.client.write(errorResponse({ severity: 'FATAL', code: SqlState.insufficientPrivilege, message: `denied by policy: ${err.decision.reason ?? 'not permitted'}` }));
-      this.finish('error');
-      return;
-    }
     this.o.log.warn('closing connection after a protocol error', { err });
     const message = err instanceof Error && err.name === 'ProtocolFramingError' ? err.message : 'invalid message from the client';
     this.o.client.write(errorResponse({ severity: 'FATAL', code: SqlState.protocolViolation, message }));
     this.finish('protocol_error');
+  }
+
+  /** The server now reads SQL text differently from the parser: nothing more may be decided (fail closed). */
+  private endUnsafe(why: string): void {
+    if (this.ended) return;
+    this.o.log.warn('ending the session: the server reads SQL text differently now', { why });
+    this.o.client.write(errorResponse({ severity: 'FATAL', code: SqlState.insufficientPrivilege, message: `session ended by Warden: ${why}, so statements could not be read reliably` }));
+    this.finish('error');
   }
 
   /** The audit trail could not record a statement: nothing more is forwarded and the session ends. */
@@ -420,11 +508,7 @@ export class PostgresRelay {
   }
 }
 
-const QUERY_REFUSED = Symbol('query refused');
+const DISCARD: Step = Object.freeze({ send: null });
 
-class StatementRefusedError extends Error {
-  constructor(readonly decision: Decision) {
-    super('statement refused by policy');
-    this.name = 'StatementRefusedError';
-  }
-}
+/** The decision recorded for an empty statement (nothing to decide: the server answers EmptyQueryResponse). */
+const EMPTY_STATEMENT: Decision = Object.freeze({ effect: 'allow', policies: Object.freeze(['builtin.empty-statement']) });

@@ -22,10 +22,13 @@ export interface StatementResult {
 }
 
 interface Slot {
+  /** 0 for the stand-in of a refused statement (see openStandIn). */
   statementId: number;
   syncPoint: number;
   started: bigint;
   rows: number;
+  /** A stand-in's: the ErrorResponse the client gets in place of the stand-in's error. */
+  refusal?: Buffer;
 }
 
 const QUERY_CANCELED = '57014';
@@ -66,6 +69,28 @@ export class StatementTracker {
     });
   }
 
+  /**
+   * Opens the slot of a stand-in: a statement that cannot succeed, sent in place of a refused one so that
+   * the server fails exactly where the refused statement would have run (aborting the transaction or the
+   * pipeline as a real error does). Its error is the client's refusal; see headIsStandIn.
+   */
+  openStandIn(extended: boolean, refusal: Buffer): void {
+    this.open(0, extended);
+    this.slots[this.slots.length - 1]!.refusal = refusal;
+  }
+
+  /** True when the next error of the current sync point may be the stand-in's own. */
+  headIsStandIn(): boolean {
+    const s = this.slots[this.head];
+    return s !== undefined && s.statementId === 0 && s.syncPoint === this.syncPointsAnswered + 1;
+  }
+
+  /** The stand-in failed as intended: its slot closes without a result; returns the refusal to send instead. */
+  standInAnswered(): Buffer | undefined {
+    if (!this.headIsStandIn()) return undefined;
+    return this.slots[this.head++]!.refusal;
+  }
+
   dataRow(): void {
     const s = this.slots[this.head];
     if (s) s.rows++;
@@ -89,8 +114,9 @@ export class StatementTracker {
   error(fields: Record<string, string>): void {
     const current = this.syncPointsAnswered + 1;
     const s = this.slots[this.head];
-    // An error of a Parse/Bind before any Execute of this sync point has no slot of its own.
-    if (!s || s.syncPoint !== current) return;
+    // An error of a Parse/Bind before any Execute of this sync point has no slot of its own, and no other
+    // error closes a stand-in.
+    if (!s || s.syncPoint !== current || s.statementId === 0) return;
     this.shift();
     this.emit(s, {
       outcome: fields.C === QUERY_CANCELED ? 'cancelled' : 'error',
@@ -125,6 +151,7 @@ export class StatementTracker {
   }
 
   private emit(s: Slot, r: Omit<StatementResult, 'statementId' | 'durationMs'>): void {
+    if (s.statementId === 0) return; // a stand-in: its statement's outcome was recorded when it was refused
     const durationMs = Number(process.hrtime.bigint() - s.started) / 1e6;
     this.onResult({ statementId: s.statementId, durationMs, ...r });
   }

@@ -29,7 +29,7 @@ after(async () => {
 
 /** Logs in over a raw socket and returns it once ReadyForQuery arrived. */
 async function login(sub: string): Promise<net.Socket> {
-  const token = await warden.issuer.issueToken({ sub });
+  const token = await warden.issuer.issueToken({ sub, groups: ['writers'] });
   const s = net.connect(warden.port, '127.0.0.1');
   await new Promise<void>((resolve, reject) => {
     let buf = Buffer.alloc(0);

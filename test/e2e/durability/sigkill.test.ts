@@ -35,7 +35,7 @@ test('no forwarded write is missing from the audit trail after SIGKILL under loa
   const clients: pg.Client[] = [];
   for (let k = 0; k < 6; k++) {
     const sub = `loader-${k}`;
-    const c = new pg.Client({ host: '127.0.0.1', port, user: sub, database: 'appdb', password: await issuer.issueToken({ sub }) });
+    const c = new pg.Client({ host: '127.0.0.1', port, user: sub, database: 'appdb', password: await issuer.issueToken({ sub, groups: ['writers'] }) });
     c.on('error', () => undefined);
     await c.connect();
     clients.push(c);

@@ -88,7 +88,7 @@ const CASES: Case[] = [
   { sql: "select ext.dblink_exec('conn', 'x')", op: 'read', ro: false, risks: ['dynamic_sql', 'external_access'], fns: ['ext.dblink_exec'] },
   { sql: "SELECT set_config('role', 'admin', false)", op: 'read', ro: false, risks: ['set_role'], fns: ['set_config'] },
   { sql: "SELECT set_config('work_mem', '1GB', false)", op: 'read', ro: false, fns: ['set_config'] },
-  { sql: "SELECT set_config(current_setting('x'), 'on', false)", op: 'read', ro: false, risks: ['set_role', 'sensitive_setting'], fns: ['set_config', 'current_setting'] },
+  { sql: "SELECT set_config(current_setting('x'), 'on', false)", op: 'read', ro: false, risks: ['set_role', 'sensitive_setting', 'lexical_setting'], fns: ['set_config', 'current_setting'] },
   // COPY
   { sql: 'COPY t FROM STDIN', op: 'copy_in', ro: false, tables: ['t'], command: 'COPY' },
   { sql: 'COPY public.t (a, b) TO STDOUT WITH (FORMAT csv)', op: 'copy_out', ro: true, tables: ['public.t'] },

@@ -24,7 +24,9 @@ const stream = Buffer.concat([
 test('reports every server message with inspected bodies, whatever the chunking', () => {
   const seen = (chunks: Buffer[]): string[] => {
     const out: string[] = [];
-    const s = new ServerScanner(new Set([0x43, 0x45, 0x5a, 0x49]), (t, body) => out.push(`${String.fromCharCode(t)}:${body ? body.toString('latin1') : '-'}`));
+    const s = new ServerScanner(new Set([0x43, 0x45, 0x5a, 0x49]), (t, body) => {
+      out.push(`${String.fromCharCode(t)}:${body ? body.toString('latin1') : '-'}`);
+    });
     for (const c of chunks) s.scan(c);
     return out;
   };
@@ -40,4 +42,32 @@ test('reports every server message with inspected bodies, whatever the chunking'
 test('refuses an invalid server length field', () => {
   const s = new ServerScanner(new Set(), () => undefined);
   assert.throws(() => s.scan(Buffer.from([0x44, 0, 0, 0, 1])), /invalid server message length/);
+});
+
+test('a message asked to be dropped is cut out and replaced in place, however the stream is split', () => {
+  const error = errorResponse({ severity: 'ERROR', code: '42P01', message: 'relation "x" does not exist' });
+  const at = stream.indexOf(error);
+  assert.ok(at > 0);
+  const replacement = Buffer.from('REPLACED');
+  const expected = Buffer.concat([stream.subarray(0, at), replacement, stream.subarray(at + error.length)]);
+  for (let cut = 0; cut <= stream.length; cut++) {
+    for (const width of [0, 1, 3, 9]) {
+      const cut2 = Math.min(stream.length, cut + width);
+      let seenBody = '';
+      const s = new ServerScanner(
+        new Set(),
+        (t, body) => {
+          if (t !== 0x45) return undefined;
+          seenBody = body?.toString('latin1') ?? '';
+          return replacement;
+        },
+        undefined,
+        (t) => t === 0x45,
+      );
+      const out: Buffer[] = [];
+      for (const c of [stream.subarray(0, cut), stream.subarray(cut, cut2), stream.subarray(cut2)]) out.push(...(s.scan(c) ?? [c]));
+      assert.deepEqual(Buffer.concat(out), expected, `split at ${cut}/${cut2}`);
+      assert.match(seenBody, /relation "x" does not exist/, 'the dropped message body is assembled for the handler');
+    }
+  }
 });
