@@ -35,6 +35,8 @@ export interface BenchWardenSpec {
   config?: Record<string, unknown>;
   /** Decide with the Cedar policies of this folder; default: the allow-all decider (no evaluation). */
   policyDir?: string;
+  /** Groups in the bench agent's token (default readers, writers: TPC-B writes on a development target). */
+  groups?: string[];
 }
 
 export interface BenchWarden {
@@ -87,7 +89,7 @@ export async function startBenchWarden(spec: BenchWardenSpec, logLevel: LogLevel
     if (ownsStateDir) rmSync(loaded.stateDir, { recursive: true, force: true });
     throw err;
   }
-  const token = await gw.devIssuer!.issueToken({ sub: BENCH_SUBJECT, groups: ['readers'], ttlSeconds: 12 * 3600 });
+  const token = await gw.devIssuer!.issueToken({ sub: BENCH_SUBJECT, groups: spec.groups ?? ['readers', 'writers'], ttlSeconds: 12 * 3600 });
   let stopping: Promise<void> | undefined;
   return {
     gw,

@@ -44,3 +44,11 @@ export const allowAllDecider: StatementDecider = {
 };
 
 const ALLOW_ALL: Decision = Object.freeze({ effect: Effect.allow, policies: Object.freeze(['builtin.allow-all']), policyVersion: 'builtin' });
+
+/**
+ * The refusal that answers a text of several statements: a denial before a hold (an approver could not
+ * make the text run anyway), otherwise the first hold; undefined when every statement is allowed.
+ */
+export function refusalAmong<T>(items: readonly T[], decisionOf: (item: T) => Decision): T | undefined {
+  return items.find((i) => decisionOf(i).effect === Effect.deny) ?? items.find((i) => decisionOf(i).effect !== Effect.allow);
+}

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import type { Principal } from '../../core/identity/principal.ts';
-import { Effect, type ApprovalRequirement, type Decision, type StatementDecider, type TargetRef } from '../../core/policy/decision.ts';
+import { Effect, refusalAmong, type ApprovalRequirement, type Decision, type StatementDecider, type TargetRef } from '../../core/policy/decision.ts';
 import { classifySql } from '../../core/sql/classify.ts';
 
 /** Largest SQL text accepted, in characters. Far above any statement an agent sends; well inside Lambda's 6 MB payload limit. */
@@ -135,7 +135,7 @@ export function answerDecisionRequest(decider: InProcessDecider, request: Decisi
     policies: d.policies,
     ...(d.reason !== undefined ? { reason: d.reason } : {}),
   }));
-  const refused = decided.find(({ d }) => d.effect !== Effect.allow);
+  const refused = refusalAmong(decided, ({ d }) => d);
   if (refused) return { ...fromDecision(refused.d, decider.version), statements };
   const policies = [...new Set(decided.flatMap(({ d }) => d.policies))].sort();
   return { effect: Effect.allow, policies, policyVersion: decider.version, statements };

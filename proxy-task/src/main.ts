@@ -3,6 +3,7 @@
  * Usage: node --import tsx proxy-task/src/main.ts [--config warden.config.yaml]
  */
 import { ConfigInvalidError } from '../../core/config/schema.ts';
+import { PolicySetInvalidError } from '../../core/policy/policy-set.ts';
 import { configPath, loadConfigFile } from '../../adapters/local/config-file.ts';
 import { startGateway } from './gateway.ts';
 import { createLogger } from './log.ts';
@@ -22,6 +23,7 @@ async function main(): Promise<void> {
     gw.devIssuerUrl ? `Development token issuer: ${gw.devIssuerUrl} (JWKS at ${gw.devIssuerUrl}/.well-known/jwks.json)` : '',
     gw.demoDatabase ? `Demo target "${demo}": PostgreSQL ${gw.demoDatabase.version} on 127.0.0.1:${gw.demoDatabase.port} (only Warden holds its credential)` : '',
     `Audit trail: ${loaded.auditDir}  (npx warden audit sessions)`,
+    gw.policyVersion ? `Policy: ${gw.policyVersion} from ${loaded.policyDir}  (npx warden policy explain --help)` : '',
     '',
     'Connect as an agent:',
     gw.devIssuerUrl
@@ -50,7 +52,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  if (err instanceof ConfigInvalidError) process.stderr.write(`${err.message}\n`);
+  if (err instanceof ConfigInvalidError || err instanceof PolicySetInvalidError) process.stderr.write(`${err.message}\n`);
   else log.error('Warden could not start', { err });
   process.exit(1);
 });

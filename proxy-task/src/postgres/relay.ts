@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import type { SessionAudit } from '../../../core/audit/ports.ts';
 import type { SessionEndReason } from '../../../core/audit/events.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
-import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
+import { refusalAmong, type Decision, type StatementDecider, type TargetRef } from '../../../core/policy/decision.ts';
 import { classifySql, type SqlClassification, type StatementClass } from '../../../core/sql/classify.ts';
 import { executeOfPrepared } from '../../../core/sql/prepared-execute.ts';
 import type { Logger } from '../log.ts';
@@ -252,7 +252,7 @@ export class PostgresRelay {
   private query(text: string): Step {
     const classification = classifySql(text);
     const judged = classification.statements.map((s) => this.decideOne(s));
-    const refused = judged.find((j) => j.decision.effect !== 'allow');
+    const refused = refusalAmong(judged, (j) => j.decision);
     if (refused) {
       const items = judged.map((j, k): Judged => ({ text: classification.statements[k]!.text, params: undefined, statement: j.statement, decision: j.decision }));
       return this.refuse('simple', items, refused.decision);
@@ -274,7 +274,7 @@ export class PostgresRelay {
   private parse(p: { name: string; text: string }): Step {
     const classification = classifySql(p.text);
     const judged = classification.statements.map((s) => this.decideOne(s));
-    const refused = judged.find((j) => j.decision.effect !== 'allow');
+    const refused = refusalAmong(judged, (j) => j.decision);
     if (refused) {
       this.prepared.delete(p.name);
       return this.refuse('extended', [{ text: p.text, params: undefined, statement: refused.statement, decision: refused.decision }], refused.decision, p.name);

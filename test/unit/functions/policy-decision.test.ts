@@ -132,7 +132,7 @@ describe('policy decision function', () => {
       assert.equal(a.decision?.reason, "changes to production data need a database approver's approval");
     });
 
-    test('several statements are decided one by one; the text takes the first that is not allowed', async () => {
+    test('several statements are decided one by one; a denial answers for the text before a hold', async () => {
       const a = await invoke({ action: 'statement', principal: writers, target: prod, sql: 'SELECT 1; DELETE FROM t WHERE id = 1; DROP TABLE t' });
 
       assert.deepEqual(
@@ -143,8 +143,13 @@ describe('policy decision function', () => {
           ['DROP TABLE t', 'ddl', 'deny', ['guard.drop']],
         ],
       );
-      assert.equal(a.decision?.effect, 'approval');
-      assert.deepEqual(a.decision?.approval, { approvers: ['db-approvers'], approvals: 1 });
+      assert.equal(a.decision?.effect, 'deny', 'no approval could make the DROP run');
+      assert.deepEqual(a.decision?.policies, ['guard.drop']);
+      assert.equal(a.decision?.approval, undefined);
+
+      const held = await invoke({ action: 'statement', principal: writers, target: prod, sql: 'SELECT 1; DELETE FROM t WHERE id = 1' });
+      assert.equal(held.decision?.effect, 'approval');
+      assert.deepEqual(held.decision?.approval, { approvers: ['db-approvers'], approvals: 1 });
     });
 
     test('several allowed statements: allow, with every deciding policy', async () => {
