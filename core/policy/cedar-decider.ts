@@ -18,6 +18,7 @@ import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { Principal } from '../identity/principal.ts';
 import type { StatementClass } from '../sql/classify.ts';
 import {
+  NAMESPACE,
   actionUid,
   principalEntities,
   agentUid,
@@ -40,6 +41,37 @@ export interface CedarDeciderOptions {
    * not expect makes Cedar report an error, which denies anyway.
    */
   readonly validateRequests?: boolean;
+}
+
+/**
+ * Cedar is asked without the schema: with it, every call also checks the entities against the schema,
+ * which costs several times the evaluation itself. What the schema would add is the action hierarchy
+ * (`action in Warden::Action::"sql"`), so the requested action and its groups are passed as entities,
+ * read from the schema once here. The tests decide the same requests both ways and compare.
+ */
+function actionEntities(schemaText: string): Map<string, cedar.EntityJson[]> {
+  const answer = cedar.schemaToJson(schemaText);
+  if (answer.type === 'failure') throw new Error(`cedar rejected a validated schema: ${answer.errors.map((e) => e.message).join('; ')}`);
+  const actions = new Map<string, readonly { id: string; type?: string }[]>();
+  for (const [ns, def] of Object.entries(answer.json)) {
+    if (ns !== NAMESPACE) continue;
+    for (const [name, a] of Object.entries(def.actions)) actions.set(name, (a.memberOf ?? []) as { id: string; type?: string }[]);
+  }
+  const out = new Map<string, cedar.EntityJson[]>();
+  for (const name of actions.keys()) {
+    const list: cedar.EntityJson[] = [];
+    const seen = new Set<string>();
+    const visit = (n: string): void => {
+      if (seen.has(n)) return;
+      seen.add(n);
+      const parents = actions.get(n) ?? [];
+      list.push({ uid: actionUid(n as ActionName), attrs: {}, parents: parents.map((p) => actionUid(p.id as ActionName)) });
+      for (const p of parents) visit(p.id);
+    };
+    visit(name);
+    out.set(name, list);
+  }
+  return out;
 }
 
 /** One Cedar evaluation, as `warden policy explain` shows it. */
@@ -66,6 +98,7 @@ export class CedarDecider implements StatementDecider {
   private readonly cache = new Map<string, Decision>();
   private readonly cacheEntries: number;
   private readonly validateRequests: boolean;
+  private readonly actions: Map<string, cedar.EntityJson[]>;
   private readonly principals = new WeakMap<Principal, { key: string; entities: cedar.EntityJson[] }>();
   private readonly statementKeys = new WeakMap<StatementClass, string>();
   private evaluations = 0;
@@ -77,6 +110,7 @@ export class CedarDecider implements StatementDecider {
     this.version = set.version;
     this.cacheEntries = opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES;
     this.validateRequests = opts.validateRequests ?? false;
+    this.actions = actionEntities(set.schemaText);
     // Preparsed sets live in the WASM module by name; a fresh name per decider keeps two deciders of the
     // same version (tests, a reload) from sharing state they do not own.
     this.setId = `${set.version}#${++preparedSets}`;
@@ -98,7 +132,7 @@ export class CedarDecider implements StatementDecider {
   decideStatement(principal: Principal, target: TargetRef, statement: StatementClass): Decision {
     const action = statementAction(statement);
     return this.cached(principal, target, action, this.statementKey(statement), () =>
-      this.decide(principal, target, action, (approved) => statementContext(statement, approved)),
+      this.decide(principal, target, action, (approved) => statementContext(statement, approved), undefined, unpermittedNote(statement)),
     );
   }
 
@@ -106,7 +140,7 @@ export class CedarDecider implements StatementDecider {
   explainStatement(principal: Principal, target: TargetRef, statement: StatementClass): Explanation {
     const action = statementAction(statement);
     const evaluations: Evaluation[] = [];
-    const decision = this.decide(principal, target, action, (approved) => statementContext(statement, approved), evaluations);
+    const decision = this.decide(principal, target, action, (approved) => statementContext(statement, approved), evaluations, unpermittedNote(statement));
     return { action, decision, evaluations };
   }
 
@@ -137,6 +171,7 @@ export class CedarDecider implements StatementDecider {
     action: ActionName,
     context: (approved: boolean) => cedar.Context,
     trace?: Evaluation[],
+    note = '',
   ): Decision {
     const first = this.evaluate(principal, target, action, context(false));
     trace?.push(first);
@@ -157,7 +192,7 @@ export class CedarDecider implements StatementDecider {
       }
       return this.finish({ effect: Effect.approval, policies: asApproved.determining, reason: this.reasonOf(asApproved.determining) ?? 'this statement needs approval', approval });
     }
-    const reason = this.reasonOf(first.determining) ?? `no policy permits ${action} on target "${target.name}" for this agent`;
+    const reason = this.reasonOf(first.determining) ?? `no policy permits ${action} on target "${target.name}" for this agent${note}`;
     return this.finish({ effect: Effect.deny, policies: first.determining, reason });
   }
 
@@ -172,10 +207,10 @@ export class CedarDecider implements StatementDecider {
         resource: targetUid(target),
         context,
         preparsedPolicySetId: this.setId,
-        // The schema also supplies the action groups (`action in Warden::Action::"sql"`): never omit it.
-        preparsedSchemaName: this.setId,
-        validateRequest: this.validateRequests,
-        entities: [...this.principal(principal).entities, targetEntity(target)],
+        ...(this.validateRequests ? { preparsedSchemaName: this.setId, validateRequest: true } : { validateRequest: false }),
+        // Without the schema, the action's groups come as entities (see actionEntities); an action the
+        // schema does not know has none, so no policy over a group can match it, and no permit names it.
+        entities: [...this.principal(principal).entities, targetEntity(target), ...(this.validateRequests ? [] : (this.actions.get(action) ?? []))],
       });
     } catch (err) {
       return { approved, decision: 'deny', determining: [], errors: [`policy evaluation failed: ${err instanceof Error ? err.message : String(err)}`] };
@@ -233,4 +268,10 @@ export class CedarDecider implements StatementDecider {
     }
     return k;
   }
+}
+
+/** Why a statement that looks like a read may still be refused where reads are permitted. */
+function unpermittedNote(s: StatementClass): string {
+  const readLike = s.operation === 'read' || s.operation === 'transaction' || s.operation === 'session' || s.operation === 'copy_out';
+  return readLike && !s.readOnly ? ' (the statement is not read-only: it locks rows, calls a function with side effects, or changes a guarded setting)' : '';
 }

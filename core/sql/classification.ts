@@ -47,6 +47,8 @@ export const RiskFlag = {
   alter_system: 'alter_system',
   /** Changes how the server reads SQL text (standard_conforming_strings, client_encoding, backslash_quote). */
   lexical_setting: 'lexical_setting',
+  /** A plain '...' literal whose extent would differ if backslashes escaped: the text means something else with standard_conforming_strings off. */
+  ambiguous_literal: 'ambiguous_literal',
   truncate: 'truncate',
   drop: 'drop',
   grant_revoke: 'grant_revoke',

@@ -14,6 +14,7 @@
  */
 import { RiskFlag, RISK_ORDER, type SqlClassification, type StatementClass } from './classification.ts';
 import { Classifier } from './classifier.ts';
+import { hasAmbiguousLiteral } from './literal-ambiguity.ts';
 import { isSqlParserReady } from './parser.ts';
 import { isObj, OffsetMap } from './walk.ts';
 
@@ -73,6 +74,9 @@ function classifyUncached(sql: string): SqlClassification {
     const pos = details && typeof details.cursorPosition === 'number' ? new OffsetMap(sql).toChar(details.cursorPosition) : undefined;
     // Anything else (a stack overflow on absurd nesting) is refused the same way: never guess.
     return failed(sql, details ? message : `could not classify: ${message}`, pos);
+  }
+  if (hasAmbiguousLiteral(sql)) {
+    statements = statements.map((s) => ({ ...s, risks: [...s.risks, R.ambiguous_literal] }));
   }
   return { statements, readOnly: statements.every((s) => s.readOnly), risks: unionRisks(statements) };
 }

@@ -121,6 +121,13 @@ export abstract class StatementVisitor {
     const catalog = typeof rv.catalogname === 'string' && rv.catalogname ? rv.catalogname : undefined;
     // INSERT/UPDATE/DELETE/MERGE targets never resolve to a CTE, so only FROM-side names are checked.
     if (!isTarget && !schema && !catalog && inScope(scope, rel)) return;
+    if (isTarget && rel === 'pg_settings') {
+      // UPDATE pg_settings is set_config() for any setting named by the row filter: role, read-only, lexical.
+      acc.risks.add(R.set_role);
+      acc.risks.add(R.sensitive_setting);
+      acc.risks.add(R.lexical_setting);
+      acc.sideEffect = true;
+    }
     acc.tables.add(catalog ? `${catalog}.${schema ?? ''}.${rel}` : schema ? `${schema}.${rel}` : rel);
   }
 

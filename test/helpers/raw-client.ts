@@ -344,6 +344,22 @@ export class RawClient {
   }
 }
 
+/** A compact view of a server message: its type, then what identifies it (an error's detail with `withDetail`). */
+export function describeMsg(m: ServerMsg, withDetail = false): string {
+  switch (m.type) {
+    case 'C':
+      return `C ${m.body.toString('utf8', 0, m.body.length - 1)}`;
+    case 'E': {
+      const f = decodeErrorFields(m.body);
+      return withDetail ? `E ${f.C} ${f.M} | ${f.D}` : `E ${f.C} ${f.M}`;
+    }
+    case 'Z':
+      return `Z ${m.body.toString('latin1', 0, 1)}`;
+    default:
+      return m.type;
+  }
+}
+
 export function decodeDataRow(body: Buffer): (string | null)[] {
   const n = body.readInt16BE(0);
   const out: (string | null)[] = [];

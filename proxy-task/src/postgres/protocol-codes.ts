@@ -46,6 +46,8 @@ export const ServerMessage = {
   copyOutResponse: 0x48, // H
   copyBothResponse: 0x57, // W
   negotiateProtocolVersion: 0x76, // v
+  parseComplete: 0x31, // '1'
+  closeComplete: 0x33, // '3'
 } as const;
 
 /** Authentication request codes inside an `R` message. */

@@ -20,6 +20,7 @@ import { ClientMessage, ServerMessage, SqlState } from './protocol-codes.ts';
 import { cstring, decodeBind, decodeExecutePortal, decodeFields, decodeKindAndName, decodeParse, errorResponse, readyForQuery } from './backend-messages.ts';
 import { encodeServerMessage, ServerScanner } from './server-scanner.ts';
 import { StandIn } from './stand-in.ts';
+import { PreparedStatements, type Prepared } from './prepared-statements.ts';
 import { unsafeParameterStatus } from './lexical-settings.ts';
 import { StatementTracker, type StatementResult } from './statement-tracker.ts';
 import { FUNCTION_CALL_STATEMENT, refusalFields, statementEndEvent, statementEvent, UNKNOWN_STATEMENT } from './statement-events.ts';
@@ -47,14 +48,6 @@ export interface RelayStats {
   bytesToClient: number;
 }
 
-interface Prepared {
-  text: string;
-  /** What an Execute of it runs (the first statement; a Parse of several fails at the server). */
-  statement: StatementClass | undefined;
-  readOnly: boolean;
-  decision: Decision;
-}
-
 /**
  * What to do with a client message once inspected: forward it (undefined), or forward `send` instead
  * (null: nothing), after `wait` settles when given (an audit record that must be durable first).
@@ -70,7 +63,8 @@ interface Judged {
 }
 
 interface Portal {
-  statement: string;
+  /** The statement bound, as it stood when the Bind was sent (a later Parse of the name changes nothing). */
+  prepared: Prepared | undefined;
   params: (string | null)[] | undefined;
 }
 
@@ -89,7 +83,7 @@ export class PostgresRelay {
   private readonly stats: RelayStats = { statements: 0, bytesFromClient: 0, bytesToClient: 0 };
   private readonly tracker: StatementTracker;
   private readonly scanner: ServerScanner;
-  private readonly prepared = new Map<string, Prepared>();
+  private readonly prepared = new PreparedStatements();
   private readonly portals = new Map<string, Portal>();
   private out: Buffer[] = [];
   private busy = false;
@@ -196,11 +190,11 @@ export class PostgresRelay {
         let portal: Portal;
         try {
           const b = decodeBind(m.body);
-          portal = { statement: b.statement, params: b.params };
+          portal = { prepared: this.prepared.lookup(b.statement), params: b.params };
           this.portals.set(b.portal, portal);
         } catch {
           // A malformed Bind is the server's to refuse; we still forward it and record no parameters.
-          this.portals.set(cstring(m.body, 0)[0], { statement: '', params: undefined });
+          this.portals.set(cstring(m.body, 0)[0], { prepared: undefined, params: undefined });
         }
         return undefined;
       }
@@ -211,7 +205,7 @@ export class PostgresRelay {
         return undefined;
       case ClientMessage.close: {
         const { kind, name } = decodeKindAndName(m.body);
-        if (kind === 'S') this.prepared.delete(name);
+        if (kind === 'S') this.prepared.closeSent(name, this.tracker.syncPointsForwarded + 1);
         else this.portals.delete(name);
         return undefined;
       }
@@ -229,24 +223,20 @@ export class PostgresRelay {
   private decideOne(s: StatementClass): { statement: StatementClass; decision: Decision } {
     let statement = s;
     if (s.command === 'EXECUTE' && s.preparedName !== undefined) {
-      const prepared = this.prepared.get(s.preparedName)?.statement;
+      const prepared = this.prepared.lookup(s.preparedName)?.statement;
       if (prepared) statement = executeOfPrepared(s, prepared);
     }
     return { statement, decision: this.o.decider.decideStatement(this.o.principal, this.o.target, statement) };
   }
 
-  /** Follows the prepared statements a simple Query defines or drops (only once it is allowed). */
-  private notePrepared(statements: readonly StatementClass[], decisions: readonly Decision[]): void {
-    statements.forEach((s, k) => {
-      if (s.command === 'PREPARE' && s.preparedName !== undefined && !this.prepared.has(s.preparedName)) {
-        // An existing name is kept: the server refuses to redefine it, so the old statement is what runs.
-        const inner = s.nested[0];
-        this.prepared.set(s.preparedName, { text: s.text, statement: inner, readOnly: inner?.readOnly ?? false, decision: decisions[k]! });
-      } else if (s.command === 'DEALLOCATE') {
-        if (s.preparedName === undefined) this.prepared.clear();
-        else this.prepared.delete(s.preparedName);
-      } else if (s.command === 'DISCARD ALL') this.prepared.clear();
-    });
+  /** Notes what a statement of an allowed simple Query does to the prepared statements, once the server confirms it. */
+  private notePrepared(statementId: number, s: StatementClass, decision: Decision): void {
+    const syncPoint = this.tracker.syncPointsForwarded;
+    if (s.command === 'PREPARE' && s.preparedName !== undefined) {
+      const inner = s.nested[0];
+      this.prepared.sqlSent(statementId, s.preparedName, { text: s.text, statement: inner, readOnly: inner?.readOnly ?? false, decision }, syncPoint);
+    } else if (s.command === 'DEALLOCATE') this.prepared.sqlSent(statementId, s.preparedName, undefined, syncPoint);
+    else if (s.command === 'DISCARD ALL') this.prepared.sqlSent(statementId, undefined, undefined, syncPoint);
   }
 
   private query(text: string): Step {
@@ -257,13 +247,13 @@ export class PostgresRelay {
       const items = judged.map((j, k): Judged => ({ text: classification.statements[k]!.text, params: undefined, statement: j.statement, decision: j.decision }));
       return this.refuse('simple', items, refused.decision);
     }
-    this.notePrepared(classification.statements, judged.map((j) => j.decision));
     this.tracker.beginQuery();
     let durable: Promise<void>[] | undefined;
     judged.forEach((j, k) => {
       const s = classification.statements[k]!;
       const id = ++this.stats.statements;
       this.tracker.open(id, false);
+      this.notePrepared(id, s, j.decision);
       const p = this.record(id, 'simple', s.text, undefined, j.statement, j.decision, !s.readOnly);
       if (p) (durable ??= []).push(p);
     });
@@ -276,14 +266,10 @@ export class PostgresRelay {
     const judged = classification.statements.map((s) => this.decideOne(s));
     const refused = refusalAmong(judged, (j) => j.decision);
     if (refused) {
-      this.prepared.delete(p.name);
       return this.refuse('extended', [{ text: p.text, params: undefined, statement: refused.statement, decision: refused.decision }], refused.decision, p.name);
     }
-    if (p.name === '' || !this.prepared.has(p.name)) {
-      // An existing name is kept: the server refuses to redefine it, so the old statement is what runs.
-      const first = judged[0];
-      this.prepared.set(p.name, { text: p.text, statement: first?.statement, readOnly: classification.readOnly, decision: first?.decision ?? EMPTY_STATEMENT });
-    }
+    const first = judged[0];
+    this.prepared.parseSent(p.name, { text: p.text, statement: first?.statement, readOnly: classification.readOnly, decision: first?.decision ?? EMPTY_STATEMENT }, this.tracker.syncPointsForwarded + 1);
     return undefined;
   }
 
@@ -328,7 +314,7 @@ export class PostgresRelay {
 
   private execute(portalName: string): Step {
     const portal = this.portals.get(portalName);
-    const prepared = portal ? this.prepared.get(portal.statement) : undefined;
+    const prepared = portal?.prepared;
     if (!prepared || prepared.decision.effect !== 'allow') {
       // Only an Execute of a statement Warden never saw allowed gets here; the server would refuse it too.
       const decision = prepared?.decision ?? this.o.decider.decideStatement(this.o.principal, this.o.target, UNKNOWN_STATEMENT);
@@ -452,6 +438,13 @@ export class PostgresRelay {
         return;
       case ServerMessage.readyForQuery:
         this.tracker.readyForQuery();
+        this.prepared.syncAnswered(this.tracker.syncPointsCompleted);
+        return;
+      case ServerMessage.parseComplete:
+        this.prepared.parseComplete();
+        return;
+      case ServerMessage.closeComplete:
+        this.prepared.closeComplete();
         return;
       case ServerMessage.parameterStatus: {
         const unsafe = body && unsafeParameterStatus(body);
@@ -462,6 +455,7 @@ export class PostgresRelay {
   }
 
   private statementEnded(r: StatementResult): void {
+    if (r.outcome === 'ok') this.prepared.statementSucceeded(r.statementId);
     this.o.audit.append(statementEndEvent(r), { durable: false }).catch((err: unknown) => this.failClosed(err));
   }
 

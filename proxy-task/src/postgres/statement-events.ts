@@ -72,7 +72,17 @@ export function refusalFields(d: Decision): NoticeFields {
   return {
     severity: 'ERROR',
     code: SqlState.insufficientPrivilege,
-    message: d.effect === 'approval' ? `approval required: ${d.reason ?? 'this statement needs approval'}` : `denied by policy: ${d.reason ?? 'not permitted'}`,
+    message:
+      d.effect === 'approval'
+        ? `approval required: ${d.reason ?? 'this statement needs approval'} (${approvalText(d)})`
+        : `denied by policy: ${d.reason ?? 'not permitted'}`,
     detail: `policies: ${d.policies.join(', ') || '(none)'}`,
+    ...(d.effect === 'approval' ? { hint: 'no approval workflow is configured on this gateway, so the statement was not run; ask an approver to run it or change the policy' } : {}),
   };
+}
+
+function approvalText(d: Decision): string {
+  const a = d.approval;
+  if (!a) return 'approvers not named';
+  return `${a.approvals} approval${a.approvals === 1 ? '' : 's'} from ${a.approvers.join(' or ')}`;
 }

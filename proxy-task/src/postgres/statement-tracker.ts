@@ -41,6 +41,16 @@ export class StatementTracker {
 
   constructor(private readonly onResult: (r: StatementResult) => void) {}
 
+  /** Sync points (Query or Sync) forwarded so far; an extended-protocol message belongs to the next one. */
+  get syncPointsForwarded(): number {
+    return this.syncPointsSent;
+  }
+
+  /** Sync points answered with ReadyForQuery so far. */
+  get syncPointsCompleted(): number {
+    return this.syncPointsAnswered;
+  }
+
   /** Sync points (Query or Sync) forwarded and not yet answered with ReadyForQuery. */
   get outstanding(): number {
     return this.syncPointsSent - this.syncPointsAnswered;
