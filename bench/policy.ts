@@ -12,7 +12,10 @@
  * 2. pgbench -c C -j J -T D, select-only (-M simple, -M prepared) and TPC-B-like (-M simple) against two
  *    Wardens in this process on one target: `allow-all` (no evaluation) and `policy` (the shipped set; the
  *    agent is in readers and writers, the target is a development one, so every pgbench statement is
- *    allowed). Runs alternate between the two, repeated --repeat times; medians are shown.
+ *    allowed). Runs alternate between the two, repeated --repeat times, each on a quiet machine; medians
+ *    are shown. Besides TPS, the CPU time this process (so the Warden under load: the other one idles)
+ *    spends per transaction: on a shared 2-core machine TPS moves with other guests' load (steal), CPU
+ *    per transaction much less.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -22,6 +25,7 @@ import { CedarDecider } from '../core/policy/cedar-decider.ts';
 import type { TargetRef } from '../core/policy/decision.ts';
 import { classifySql, initSqlParser } from '../core/sql/classify.ts';
 import { runPgbench, type Endpoint } from './lib/pgbench-run.ts';
+import { CpuMonitor } from './lib/cpu-monitor.ts';
 import { cleanEnv, killLiveChildren, runOk, waitQuiet } from './lib/proc.ts';
 import { startBenchTarget } from './lib/target.ts';
 import { DEFAULT_POLICY_DIR, startBenchWarden, type BenchWarden } from './lib/warden.ts';
@@ -66,14 +70,22 @@ async function decisionsPerSecond(): Promise<Record<string, { perSecond: number;
   const target: TargetRef = { name: 'benchdb', kind: 'postgres', environment: 'development' };
   const statements = STATEMENTS.map((t) => classifySql(t).statements[0]!);
   const out: Record<string, { perSecond: number; usPerDecision: number }> = {};
-  for (const [label, cacheEntries, n] of [['cold (cache off)', 0, Math.max(200, Math.floor(N / 20))], ['warm (cache on)', 10_000, N * 10]] as const) {
+  const probe = new CedarDecider(set);
+  const allowed = statements.filter((s) => probe.decideStatement(principal, target, s).effect === 'allow');
+  const refused = statements.filter((s) => !allowed.includes(s));
+  const runs = [
+    ['cold, allowed (1 evaluation)', 0, Math.max(200, Math.floor(N / 20)), allowed],
+    ['cold, refused (2 evaluations)', 0, Math.max(200, Math.floor(N / 20)), refused],
+    ['warm (cache hit)', 10_000, N * 10, statements],
+  ] as const;
+  for (const [label, cacheEntries, n, list] of runs) {
     const d = new CedarDecider(set, { cacheEntries });
-    for (const s of statements) d.decideStatement(principal, target, s); // warm up the WASM module and, when on, the cache
+    for (const s of list) d.decideStatement(principal, target, s); // warm up the WASM module and, when on, the cache
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < n; i++) d.decideStatement(principal, target, statements[i % statements.length]!);
+    for (let i = 0; i < n; i++) d.decideStatement(principal, target, list[i % list.length]!);
     const us = Number(process.hrtime.bigint() - t0) / 1000 / n;
     out[label] = { perSecond: 1e6 / us, usPerDecision: us };
-    log(`decisions ${label}: ${(1e6 / us).toFixed(0)}/s, ${us.toFixed(2)} µs each (${n} decisions over ${statements.length} statements)`);
+    log(`decisions ${label}: ${(1e6 / us).toFixed(0)}/s, ${us.toFixed(2)} µs each (${n} decisions over ${list.length} statements)`);
   }
   return out;
 }
@@ -96,6 +108,19 @@ async function main(): Promise<void> {
     const policy = await startBenchWarden({ ...spec, policyDir: DEFAULT_POLICY_DIR });
     wardens.push(policy);
     log(`policy set ${policy.gw.policyVersion} from ${DEFAULT_POLICY_DIR}`);
+    // Time spent deciding statements in the policy Warden under load, measured around each call.
+    const decider = policy.gw.decider as CedarDecider;
+    const timed = { ns: 0n, calls: 0 };
+    const decide = decider.decideStatement.bind(decider);
+    decider.decideStatement = (...args) => {
+      const t0 = process.hrtime.bigint();
+      try {
+        return decide(...args);
+      } finally {
+        timed.ns += process.hrtime.bigint() - t0;
+        timed.calls++;
+      }
+    };
     const endpoint = (name: string, w: BenchWarden): Endpoint => ({ name, host: w.host, port: w.port, user: w.user, password: w.token, database: w.database });
     const endpoints = [endpoint('allow-all', allowAll), endpoint('policy', policy)];
     const common = ['-c', String(C), '-j', String(J), '-T', String(D)];
@@ -104,15 +129,25 @@ async function main(): Promise<void> {
       { key: 'select-only prepared', args: ['-S', '-M', 'prepared', ...common] },
       { key: 'tpcb simple', args: ['-M', 'simple', ...common] },
     ];
-    const results: Record<string, Record<string, number[]>> = {};
+    type Run = { tps: number; cpuUsPerTx: number; steal: number; decisionUsPerTx?: number };
+    const results: Record<string, Record<string, Run[]>> = {};
+    const monitor = new CpuMonitor(() => [process.pid]);
     for (const w of workloads) {
       results[w.key] = { 'allow-all': [], policy: [] };
       for (let r = 0; r < R; r++) {
         for (const e of r % 2 === 0 ? endpoints : [...endpoints].reverse()) {
+          await waitQuiet(0.15, 600, log);
+          monitor.start();
+          const cpu0 = process.cpuUsage();
+          const ns0 = timed.ns;
           const run = await runPgbench(pgbench, e, w.args);
+          const cpu = process.cpuUsage(cpu0);
+          const share = monitor.stop();
           if (run.failed > 0) throw new Error(`${run.failed} transactions failed through ${e.name}`);
-          results[w.key]![e.name]!.push(run.tps);
-          log(`${w.key} [${r + 1}/${R}] ${e.name}: ${run.tps.toFixed(0)} TPS`);
+          const m: Run = { tps: run.tps, cpuUsPerTx: (cpu.user + cpu.system) / run.transactions, steal: share.steal + share.foreign };
+          if (e.name === 'policy') m.decisionUsPerTx = Number(timed.ns - ns0) / 1000 / run.transactions;
+          results[w.key]![e.name]!.push(m);
+          log(`${w.key} [${r + 1}/${R}] ${e.name}: ${run.tps.toFixed(0)} TPS, Warden CPU ${m.cpuUsPerTx.toFixed(1)} µs/transaction${m.decisionUsPerTx !== undefined ? ` (deciding ${m.decisionUsPerTx.toFixed(2)} µs)` : ''}, others+steal ${(m.steal * 100).toFixed(0)}%`);
         }
       }
     }
@@ -120,15 +155,20 @@ async function main(): Promise<void> {
     const lines = [
       '',
       `Decisions in process (${DEFAULT_POLICY_DIR}, ${loadPolicyDirectory(DEFAULT_POLICY_DIR).policies.size} policies):`,
-      ...Object.entries(decisions).map(([k, v]) => `  ${k.padEnd(18)} ${v.perSecond.toFixed(0).padStart(10)} decisions/s  ${v.usPerDecision.toFixed(2).padStart(8)} µs`),
+      ...Object.entries(decisions).map(([k, v]) => `  ${k.padEnd(30)} ${v.perSecond.toFixed(0).padStart(10)} decisions/s  ${v.usPerDecision.toFixed(2).padStart(8)} µs`),
       '',
-      `pgbench -c ${C} -j ${J} -T ${D}, scale ${S}, median of ${R} (TPS):`,
-      `  ${'workload'.padEnd(22)} ${'allow-all'.padStart(10)} ${'policy'.padStart(10)}  policy/allow-all`,
+      `pgbench -c ${C} -j ${J} -T ${D}, scale ${S}, median of ${R} alternating runs (ratio: median of the ${R} adjacent pairs):`,
+      `  ${'workload'.padEnd(22)} ${'TPS allow-all'.padStart(14)} ${'TPS policy'.padStart(11)} ${'ratio'.padStart(7)}   ${'Warden CPU µs/tx allow-all'.padStart(27)} ${'policy'.padStart(7)}   ${'deciding µs/tx'.padStart(15)} ${'of CPU'.padStart(7)}`,
       ...workloads.map((w) => {
-        const a = median(results[w.key]!['allow-all']!);
-        const p = median(results[w.key]!.policy!);
-        return `  ${w.key.padEnd(22)} ${a.toFixed(0).padStart(10)} ${p.toFixed(0).padStart(10)}  ${(p / a).toFixed(3)} (${((p / a - 1) * 100).toFixed(1)}%)`;
+        const a = results[w.key]!['allow-all']!;
+        const p = results[w.key]!.policy!;
+        const [at, pt] = [median(a.map((x) => x.tps)), median(p.map((x) => x.tps))];
+        const pairRatio = median(p.map((x, k) => x.tps / a[k]!.tps));
+        const [ac, pc] = [median(a.map((x) => x.cpuUsPerTx)), median(p.map((x) => x.cpuUsPerTx))];
+        const dec = median(p.map((x) => x.decisionUsPerTx ?? NaN));
+        return `  ${w.key.padEnd(22)} ${at.toFixed(0).padStart(14)} ${pt.toFixed(0).padStart(11)} ${pairRatio.toFixed(3).padStart(7)}   ${ac.toFixed(1).padStart(27)} ${pc.toFixed(1).padStart(7)}   ${dec.toFixed(2).padStart(15)} ${`${((dec / pc) * 100).toFixed(1)}%`.padStart(7)}`;
       }),
+      `  Decisions timed under load: ${timed.calls} calls, ${(Number(timed.ns) / 1000 / Math.max(1, timed.calls)).toFixed(2)} µs each on average (the wrapper's own clock reads included).`,
       `  Cedar evaluations in the policy Warden over all runs: ${evaluations} (the rest were cache hits)`,
     ];
     process.stdout.write(lines.join('\n') + '\n');

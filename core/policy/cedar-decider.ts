@@ -33,7 +33,7 @@ import { Effect, type ApprovalRequirement, type Decision, type StatementDecider,
 import type { CompiledPolicy, CompiledPolicySet } from './policy-set.ts';
 
 export interface CedarDeciderOptions {
-  /** Most decisions kept (least recently used dropped first). Default 10,000; 0 disables the cache. */
+  /** Most decisions kept (past it the cache starts afresh). Default 10,000; 0 disables the cache. */
   readonly cacheEntries?: number;
   /**
    * Validate every request against the schema too (about 1.7x the cost of an evaluation). Off by default:
@@ -90,16 +90,29 @@ export interface Explanation {
 }
 
 const DEFAULT_CACHE_ENTRIES = 10_000;
+
+/** What the decider keeps per principal object (one per session): its cache key, its entities, its last bucket. */
+interface PrincipalMemo {
+  readonly key: string;
+  readonly entities: cedar.EntityJson[];
+  target?: TargetRef;
+  bucket?: Map<string, Decision>;
+  generation: number;
+}
 let preparedSets = 0;
 
 export class CedarDecider implements StatementDecider {
   readonly version: string;
   private readonly setId: string;
-  private readonly cache = new Map<string, Decision>();
+  /** principal + target → statement key → decision. */
+  private readonly buckets = new Map<string, Map<string, Decision>>();
+  private cached_ = 0;
+  /** Bumped whenever the cache starts afresh, so per-principal shortcuts to old buckets are not used. */
+  private generation = 0;
   private readonly cacheEntries: number;
   private readonly validateRequests: boolean;
   private readonly actions: Map<string, cedar.EntityJson[]>;
-  private readonly principals = new WeakMap<Principal, { key: string; entities: cedar.EntityJson[] }>();
+  private readonly principals = new WeakMap<Principal, PrincipalMemo>();
   private readonly statementKeys = new WeakMap<StatementClass, string>();
   private evaluations = 0;
 
@@ -126,12 +139,12 @@ export class CedarDecider implements StatementDecider {
   }
 
   decideConnect(principal: Principal, target: TargetRef): Decision {
-    return this.cached(principal, target, 'connect', '', () => this.decide(principal, target, 'connect', sessionContext));
+    return this.cached(principal, target, 'connect', () => this.decide(principal, target, 'connect', sessionContext));
   }
 
   decideStatement(principal: Principal, target: TargetRef, statement: StatementClass): Decision {
     const action = statementAction(statement);
-    return this.cached(principal, target, action, this.statementKey(statement), () =>
+    return this.cached(principal, target, this.statementKey(statement), () =>
       this.decide(principal, target, action, (approved) => statementContext(statement, approved), undefined, unpermittedNote(statement)),
     );
   }
@@ -150,18 +163,34 @@ export class CedarDecider implements StatementDecider {
     return { action: 'connect', decision, evaluations };
   }
 
-  private cached(principal: Principal, target: TargetRef, action: ActionName, statementKey: string, decide: () => Decision): Decision {
+  /**
+   * The decision for a principal, a target and a statement key (the classification as the context shows
+   * it, or 'connect'). A session keeps asking for one target, so the bucket of its last target is kept on
+   * the principal's memo and a repeated statement costs one map lookup. The cache is bounded by starting
+   * afresh when full: cheaper on every hit than keeping a recency order, and a miss costs one evaluation.
+   */
+  private cached(principal: Principal, target: TargetRef, key: string, decide: () => Decision): Decision {
     if (this.cacheEntries === 0) return decide();
-    const key = `${this.principal(principal).key}\u0000${target.name}\u0000${target.environment}\u0000${action}\u0000${statementKey}`;
-    const hit = this.cache.get(key);
-    if (hit) {
-      this.cache.delete(key);
-      this.cache.set(key, hit);
-      return hit;
+    const memo = this.principal(principal);
+    let bucket = memo.generation === this.generation && memo.target === target ? memo.bucket : undefined;
+    if (!bucket) {
+      const bucketKey = `${memo.key}\u0000${target.name}\u0000${target.environment}`;
+      bucket = this.buckets.get(bucketKey);
+      if (!bucket) this.buckets.set(bucketKey, (bucket = new Map()));
+      memo.target = target;
+      memo.bucket = bucket;
+      memo.generation = this.generation;
     }
+    const hit = bucket.get(key);
+    if (hit) return hit;
     const d = decide();
-    this.cache.set(key, d);
-    if (this.cache.size > this.cacheEntries) this.cache.delete(this.cache.keys().next().value as string);
+    if (++this.cached_ > this.cacheEntries) {
+      this.buckets.clear();
+      this.cached_ = 1;
+      this.generation++;
+      return this.cached(principal, target, key, () => d);
+    }
+    bucket.set(key, d);
     return d;
   }
 
@@ -251,10 +280,10 @@ export class CedarDecider implements StatementDecider {
     return undefined;
   }
 
-  private principal(p: Principal): { key: string; entities: cedar.EntityJson[] } {
+  private principal(p: Principal): PrincipalMemo {
     let v = this.principals.get(p);
     if (!v) {
-      v = { key: JSON.stringify([p.issuer, p.subject, [...new Set(p.groups)].sort()]), entities: principalEntities(p) };
+      v = { key: JSON.stringify([p.issuer, p.subject, [...new Set(p.groups)].sort()]), entities: principalEntities(p), generation: -1 };
       this.principals.set(p, v);
     }
     return v;
