@@ -1,7 +1,8 @@
 /**
  * The relay phase of a PostgreSQL session: every client message is framed, inspected and, for
  * statements, classified, decided and audited before it is forwarded; server messages are forwarded
- * unchanged while a scanner pairs them with the statements they answer.
+ * unchanged while a scanner pairs them with the statements they answer. A refused statement is replaced
+ * by a stand-in that fails at the server (stand-in.ts), and the stand-in's error by the refusal.
  *
  * Backpressure: when the client socket cannot take more, the upstream socket is paused, and the other
  * way round; while a statement waits for its audit record to become durable, the client is paused.
@@ -78,7 +79,7 @@ const INSPECTED = new Set<number>([
   0x56, // V FunctionCallResponse
 ]);
 
-/** Functions of the FunctionCall message are opaque to the parser: the riskiest class. */
+/** One session's relay: decides, records and forwards the client's messages, and watches the server's answers. */
 export class PostgresRelay {
   private readonly stats: RelayStats = { statements: 0, bytesFromClient: 0, bytesToClient: 0 };
   private readonly tracker: StatementTracker;
