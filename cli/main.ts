@@ -8,6 +8,7 @@ import { ConfigInvalidError } from '../core/config/schema.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerPolicyCommands } from './commands/policy.ts';
 import { registerTokenCommand } from './commands/token.ts';
+import { registerVaultCommands } from './commands/vault.ts';
 
 const program = new Command('warden')
   .description('Warden: identity-aware access gateway for AI agents (PostgreSQL, SSH)')
@@ -23,6 +24,7 @@ export function getConfig(): LoadedConfig {
 registerTokenCommand(program, getConfig);
 registerAuditCommands(program, () => getConfig().auditDir, () => getConfig().stateDir);
 registerPolicyCommands(program, getConfig);
+registerVaultCommands(program, getConfig);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigInvalidError) process.stderr.write(`${err.message}\n`);

@@ -34,12 +34,15 @@ const PUBLIC_KEY_FILE = 'audit-signing-key.pub.pem';
  * `${getAuditDir()}/audit-signing-key.pub.pem` (the default layout, where the audit dir is
  * `<state>/audit`); `verify --public-key <file>` overrides both.
  */
-export function registerAuditCommands(program: Command, getAuditDir: () => string, getStateDir?: () => string): Command {
-  const defaultKeyPath = (): string => (getStateDir ? auditKeyPaths(getStateDir()).publicKeyPath : join(getAuditDir(), PUBLIC_KEY_FILE));
+export function registerAuditCommands(program: Command, getSessionsDir: () => string, getStateDir?: () => string): Command {
+  const defaultKeyPath = (): string => (getStateDir ? auditKeyPaths(getStateDir()).publicKeyPath : join(getSessionsDir(), PUBLIC_KEY_FILE));
 
   const audit = program
     .command('audit')
-    .description('inspect and verify the tamper-evident audit trail of gateway sessions');
+    .description('inspect and verify the tamper-evident audit trail of gateway sessions')
+    .option('--operator', "the operators' trail (vault reveals) instead of the gateway sessions'");
+  /** Operator actions have a trail of their own beside the gateway's (each writer owns its folder). */
+  const getAuditDir = (): string => (audit.opts<{ operator?: boolean }>().operator ? operatorAuditDir(getSessionsDir()) : getSessionsDir());
 
   audit
     .command('sessions')
@@ -260,7 +263,7 @@ function out(text: string): void {
 }
 
 /** Reports errors on stderr with exit code 1 instead of throwing out of the action. */
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       await fn(...args);
@@ -269,4 +272,9 @@ function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...arg
       process.exitCode = 1;
     }
   };
+}
+
+/** The operators' audit trail (vault reveals), a folder of its own inside the audit folder. */
+export function operatorAuditDir(auditDir: string): string {
+  return join(auditDir, 'operator');
 }

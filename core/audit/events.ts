@@ -10,6 +10,7 @@
  */
 
 /** Session ids become file names, so they are branded and restricted to a safe alphabet. */
+import type { MaskingSummary } from '../masking/vocabulary.ts';
 export type SessionId = string & { readonly __brand: 'SessionId' };
 
 const SESSION_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -118,6 +119,10 @@ export interface StatementEndFields {
   rows?: number;
   sqlstate?: string;
   error?: string;
+  /** What masking did to the statement's results (and error texts): the evidence, never the values. */
+  masking?: MaskingSummary;
+  /** The sealed forensic-vault record holding the masked originals. */
+  vault?: { id: string; cells: number; sha256: string };
 }
 
 export type SessionEndReason =
@@ -148,6 +153,27 @@ export interface SealFields {
   keyId: string;
 }
 
+/**
+ * An operator revealed a forensic-vault record (`warden vault reveal`), in an audit session of its own;
+ * durable before any original is shown. The revealed record is `record*`: the event's own `sessionId`
+ * is the operator's session.
+ */
+export interface VaultRevealFields {
+  /** The agent session whose masked originals were revealed. */
+  recordSessionId: string;
+  recordStatementId: number;
+  /** The vault record's id and the SHA-256 of its sealed file (its VaultRef). */
+  recordId: string;
+  recordSha256: string;
+  /** Cells revealed. */
+  cells: number;
+  /** Who revealed: the name given with `--as`, else the OS user; issuer `local:<host>`. */
+  operator: { issuer: string; subject: string };
+  /** The OS account that ran the command (also when `--as` names someone else). */
+  osUser: string;
+  reason?: string;
+}
+
 /** Fields per event type; the single source for the unions below. */
 export interface AuditEventFieldMap {
   'session.start': SessionStartFields;
@@ -158,6 +184,7 @@ export interface AuditEventFieldMap {
   'statement.end': StatementEndFields;
   'session.end': SessionEndFields;
   seal: SealFields;
+  'vault.reveal': VaultRevealFields;
 }
 
 export type AuditEventType = keyof AuditEventFieldMap;
@@ -171,6 +198,7 @@ export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
   'statement.end',
   'session.end',
   'seal',
+  'vault.reveal',
 ];
 
 export interface ChainFields {

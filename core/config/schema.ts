@@ -2,6 +2,7 @@
  * The one configuration schema of Warden, shared by the embedded default (`warden.config.yaml`) and the
  * AWS deployment. Pure: parsing YAML and reading files happens in adapters; this module only validates.
  */
+import { ALL_DETECTORS, type Detector } from '../masking/vocabulary.ts';
 import { z } from 'zod';
 
 const hostName = z.string().min(1).max(253);
@@ -89,6 +90,31 @@ export const UpstreamTlsSchema = z
   })
   .strict();
 
+const maskStrategy = z.enum(['redact', 'partial', 'hash', 'null']);
+
+/** How a target's results are masked before an agent sees them. */
+export const MaskingConfigSchema = z
+  .object({
+    /** Column rules: `schema.table.column` (a table or a view) and what its values become. */
+    columns: z
+      .array(
+        z
+          .object({
+            column: z.string().regex(/^[^.\s]+\.[^.\s]+\.[^.\s]+$/, 'must be schema.table.column'),
+            strategy: maskStrategy,
+          })
+          .strict(),
+      )
+      .default([]),
+    /** Content detectors run over every text value no column rule covers: 'all', 'none' or a list. */
+    detectors: z.union([z.literal('all'), z.literal('none'), z.array(z.enum(ALL_DETECTORS as [Detector, ...Detector[]])).min(1)]).default('all'),
+    /** What a detected value becomes. */
+    detectorStrategy: maskStrategy.default('redact'),
+    /** Agents in these groups see values unmasked (recorded in the audit trail as such). */
+    unmaskedGroups: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
 export const PostgresTargetSchema = z
   .object({
     name: identifier,
@@ -101,6 +127,8 @@ export const PostgresTargetSchema = z
     /** Name of the credential in the SecretStore (local secrets file or Secrets Manager). */
     credential: z.string().min(1),
     tls: UpstreamTlsSchema.default({ mode: 'disable' }),
+    /** Masking of results; absent: results are relayed as the server sends them. */
+    masking: MaskingConfigSchema.optional(),
   })
   .strict();
 
@@ -188,6 +216,7 @@ export const WardenConfigSchema = z
 export type WardenConfig = z.infer<typeof WardenConfigSchema>;
 export type PostgresTarget = z.infer<typeof PostgresTargetSchema>;
 export type Target = z.infer<typeof TargetSchema>;
+export type MaskingConfig = z.infer<typeof MaskingConfigSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;
 export type IssuerConfig = z.infer<typeof IssuerSchema>;
 

@@ -22,6 +22,8 @@ import { PostgresServer } from './embedded/postgres-server.ts';
 import { loadOrCreateSelfSignedCertificate } from './embedded/tls-certificate.ts';
 import { createLogger, type Logger } from './log.ts';
 import { CancelRegistry } from './postgres/cancel-registry.ts';
+import { LocalForensicVault } from '../../adapters/local/forensic-vault.ts';
+import { createTargetMasking, loadOrCreateMaskingKey, type TargetMasking } from './postgres/masking/target-masking.ts';
 import { isLoopbackHost, PostgresListener, type ListeningAddress } from './postgres/listener.ts';
 
 export const DEMO_CREDENTIAL = 'demo-db';
@@ -129,6 +131,18 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       targets.set(t.name, t);
       if (t.tls.caFile) upstreamCa.set(t.name, readFileSync(t.tls.caFile));
     }
+    const masking = new Map<string, TargetMasking>();
+    let vault: LocalForensicVault | undefined;
+    const maskedTargets = config.targets.filter((t) => t.masking);
+    if (maskedTargets.length > 0) {
+      const maskingKey = loadOrCreateMaskingKey(join(stateDir, 'masking.key'));
+      vault = await LocalForensicVault.open({ stateDir });
+      for (const t of maskedTargets) {
+        const m = createTargetMasking(t, secrets, maskingKey, upstreamCa.get(t.name));
+        masking.set(t.name, m);
+        cleanups.push(() => m.close());
+      }
+    }
     const listener = new PostgresListener({
       listenerName: `postgres:${pg.host}:${pg.port}`,
       tls,
@@ -145,6 +159,8 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       cancels: new CancelRegistry(),
       log,
       upstreamCa,
+      masking,
+      ...(vault ? { vault } : {}),
     });
     const postgres = await listener.listen(pg.host, opts.postgresPort ?? pg.port);
     cleanups.push(() => listener.close());

@@ -28,8 +28,12 @@ import {
 import type { CancelRegistry } from './cancel-registry.ts';
 import { MessageReader } from './message-reader.ts';
 import { ClientMessage, ServerMessage, SqlState, StartupCode } from './protocol-codes.ts';
-import { PostgresRelay } from './relay.ts';
+import { PostgresRelay, type SessionMasking } from './relay.ts';
 import { setsForbiddenSetting } from './startup-options.ts';
+import { seesUnmasked } from '../../../core/masking/masking-policy.ts';
+import { ResultMasker } from './masking/result-masker.ts';
+import type { ForensicVault } from '../../../core/masking/forensic-vault.ts';
+import { CATALOG_MAX_AGE_MS, type TargetMasking } from './masking/target-masking.ts';
 import { unsafeParameterStatus } from './lexical-settings.ts';
 import { connectUpstream, sendCancel, UpstreamConnectError } from './upstream-connection.ts';
 
@@ -52,6 +56,10 @@ export interface SessionContext {
   log: Logger;
   /** Upstream TLS CA material per target, loaded at start. */
   upstreamCa: ReadonlyMap<string, Buffer>;
+  /** Masking per target that has a masking configuration. */
+  masking?: ReadonlyMap<string, TargetMasking>;
+  /** Where masked originals are sealed (needed when any target masks). */
+  vault?: ForensicVault;
   onSessionStart?: (s: { shutdown(message: string): void }) => () => void;
   /** Receives each session's final audit write, so shutdown can wait for every trail to be sealed. */
   trackEnd?: (sealed: Promise<unknown>) => void;
@@ -189,6 +197,26 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     }
     await audit.append({ type: 'auth.success', principal: { issuer: principal.issuer, subject: principal.subject, groups: [...principal.groups] }, method: 'oidc-jwt' }, { durable: true });
 
+    // Masking: the column rules must be traced before any result is relayed (fail closed).
+    const targetMasking = ctx.masking?.get(target.name);
+    const unmaskedBy = targetMasking && seesUnmasked(targetMasking.policy, principal.groups) ? principal.groups.find((g) => targetMasking.policy.unmaskedGroups.includes(g)) : undefined;
+    let masking: SessionMasking | undefined;
+    if (targetMasking && !unmaskedBy) {
+      try {
+        await targetMasking.catalog.ensureFresh(CATALOG_MAX_AGE_MS);
+      } catch (err) {
+        slog.error('masking: column rules could not be traced on the target; refusing the session (fail closed)', { err });
+        throw new ClientFacingError(SqlState.cannotConnectNow, `masking for target "${target.name}" is unavailable; try again later`, 'error', 'masking_unavailable');
+      }
+      if (!ctx.vault) throw new ClientFacingError(SqlState.cannotConnectNow, `masking for target "${target.name}" is unavailable`, 'error', 'masking_unavailable');
+      masking = {
+        masker: new ResultMasker(targetMasking.policy, targetMasking.catalog, targetMasking.hashKey),
+        catalog: targetMasking.catalog,
+        vault: ctx.vault,
+        meta: { sessionId, target: target.name, principal: { issuer: principal.issuer, subject: principal.subject } },
+      };
+    }
+
     const passthrough = new Map<string, string>();
     for (const [k, v] of params) if (!RESERVED_PARAMETERS.has(k) && !k.startsWith('_pq_.')) passthrough.set(k, v);
     if (setsForbiddenSetting(passthrough)) {
@@ -241,6 +269,8 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       target: targetRef,
       decider: ctx.decider,
       durableBeforeForward: ctx.durableBeforeForward,
+      ...(masking ? { masking } : {}),
+      ...(unmaskedBy ? { unmaskedBy } : {}),
       log: slog,
       onEnd: (reason, stats) => {
         ctx.cancels.unregister(key.processId);

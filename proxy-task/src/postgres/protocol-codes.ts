@@ -48,6 +48,7 @@ export const ServerMessage = {
   negotiateProtocolVersion: 0x76, // v
   parseComplete: 0x31, // '1'
   closeComplete: 0x33, // '3'
+  noData: 0x6e, // n
 } as const;
 
 /** Authentication request codes inside an `R` message. */

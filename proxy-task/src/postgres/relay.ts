@@ -21,6 +21,11 @@ import { ClientMessage, ServerMessage, SqlState } from './protocol-codes.ts';
 import { cstring, decodeBind, decodeExecutePortal, decodeFields, decodeKindAndName, decodeParse, errorResponse, readyForQuery } from './backend-messages.ts';
 import { encodeServerMessage, ServerScanner } from './server-scanner.ts';
 import { StandIn } from './stand-in.ts';
+import type { MaskingCatalog } from './masking/masking-catalog.ts';
+import type { ResultMasker } from './masking/result-masker.ts';
+import type { MaskingSummary } from '../../../core/masking/vocabulary.ts';
+import type { ForensicVault, VaultCell, VaultRecordWriter } from '../../../core/masking/forensic-vault.ts';
+import { decodeRowDescription } from './masking/result-messages.ts';
 import { PreparedStatements, type Prepared } from './prepared-statements.ts';
 import { unsafeParameterStatus } from './lexical-settings.ts';
 import { StatementTracker, type StatementResult } from './statement-tracker.ts';
@@ -39,8 +44,21 @@ export interface RelayOptions {
   decider: StatementDecider;
   /** Statements that may change anything are durable in the audit trail before they are forwarded. */
   durableBeforeForward: boolean;
+  /** Result masking for this session (absent: results are relayed as the server sends them). */
+  masking?: SessionMasking;
+  /** The agent's group that lets it see this masked target unmasked: recorded with every statement. */
+  unmaskedBy?: string;
   log: Logger;
   onEnd: (reason: SessionEndReason, stats: RelayStats) => void;
+}
+
+export interface SessionMasking {
+  masker: ResultMasker;
+  catalog: MaskingCatalog;
+  /** Where the originals of masked cells go, one sealed record per statement. */
+  vault: ForensicVault;
+  /** Who the records are about. */
+  meta: { sessionId: string; target: string; principal: { issuer: string; subject: string } };
 }
 
 export interface RelayStats {
@@ -79,6 +97,9 @@ const INSPECTED = new Set<number>([
   0x56, // V FunctionCallResponse
 ]);
 
+/** With masking on, row descriptions, notices and describe answers are looked at too. */
+const INSPECTED_MASKING = new Set<number>([...INSPECTED, ServerMessage.rowDescription, ServerMessage.noticeResponse]);
+
 /** One session's relay: decides, records and forwards the client's messages, and watches the server's answers. */
 export class PostgresRelay {
   private readonly stats: RelayStats = { statements: 0, bytesFromClient: 0, bytesToClient: 0 };
@@ -94,14 +115,39 @@ export class PostgresRelay {
   /** After a refused extended-protocol message, everything up to the next Sync is discarded (as the server would). */
   private discardUntilSync = false;
   private readonly standIn = new StandIn();
+  /**
+   * With masking on: every Execute is preceded by a Describe of its portal, so the rows it returns come
+   * right after a RowDescription that says where each column comes from and in which format. Describes the
+   * client did not send are Warden's own, and so are their answers (cut out of the stream). In order of
+   * sending: what each Describe's answer is for.
+   */
+  private describes: { own: boolean; portal: boolean; syncPoint: number }[] = [];
+  /** Sync points that are simple Queries (their RowDescriptions describe their own results). */
+  private readonly querySyncPoints = new Set<number>();
+  /** The portal the client's previous message described, if that message was a Describe of a portal. */
+  private describedPortal: string | undefined;
+  /** Vault records being sealed; the session's end waits for them (their statement ends come after). */
+  private readonly sealing = new Set<Promise<unknown>>();
+  /** The forensic-vault record of the statement whose results are being masked. */
+  private vaultRecord: { statementId: number; writer: VaultRecordWriter } | undefined;
+  /** After DDL on a masked target, the next statement waits until the column rules are traced again. */
+  private catalogRefresh: Promise<void> | undefined;
 
   constructor(private readonly o: RelayOptions) {
     this.tracker = new StatementTracker((r) => this.statementEnded(r));
+    const m = o.masking;
+    m?.masker.onMasked((cell) => this.vaultCell(cell));
     this.scanner = new ServerScanner(
-      INSPECTED,
+      m ? INSPECTED_MASKING : INSPECTED,
       (type, body) => this.serverMessage(type, body),
       undefined,
-      (type) => type === ServerMessage.errorResponse && this.tracker.headIsStandIn(),
+      m
+        ? (type) =>
+            type === ServerMessage.errorResponse ||
+            type === ServerMessage.noticeResponse ||
+            (type === ServerMessage.dataRow && m.masker.active) ||
+            ((type === ServerMessage.rowDescription || type === ServerMessage.noData) && this.nextDescribeIsOwn())
+        : (type) => type === ServerMessage.errorResponse && this.tracker.headIsStandIn(),
     );
   }
 
@@ -142,6 +188,7 @@ export class PostgresRelay {
 
   private pump(): void {
     if (this.busy || this.ended) return;
+    if (this.catalogRefresh) return; // resumed when the refresh settles
     this.busy = true;
     try {
       for (let m = this.o.framer.next(); m; m = this.o.framer.next()) {
@@ -182,9 +229,18 @@ export class PostgresRelay {
       if (m.type === ClientMessage.sync) this.discardUntilSync = false;
       else if (m.type !== ClientMessage.terminate) return DISCARD;
     }
+    const describedPortal = this.describedPortal;
+    this.describedPortal = undefined;
     switch (m.type) {
       case ClientMessage.query:
         return this.query(cstring(m.body, 0)[0]);
+      case ClientMessage.describe: {
+        if (!this.o.masking) return undefined;
+        const { kind, name } = decodeKindAndName(m.body);
+        this.describes.push({ own: false, portal: kind === 'P', syncPoint: this.tracker.syncPointsForwarded + 1 });
+        if (kind === 'P') this.describedPortal = name;
+        return undefined;
+      }
       case ClientMessage.parse:
         return this.parse(decodeParse(m.body));
       case ClientMessage.bind: {
@@ -199,8 +255,16 @@ export class PostgresRelay {
         }
         return undefined;
       }
-      case ClientMessage.execute:
-        return this.execute(decodeExecutePortal(m.body));
+      case ClientMessage.execute: {
+        const portal = decodeExecutePortal(m.body);
+        const step = this.execute(portal);
+        if (!this.o.masking || describedPortal === portal || (step && step.send === null)) return step;
+        if (step?.send) return step; // refused: the stand-in goes instead
+        // Warden's own Describe of the portal first: its RowDescription plans the masking of these rows.
+        this.describes.push({ own: true, portal: true, syncPoint: this.tracker.syncPointsForwarded + 1 });
+        const send = Buffer.concat([describePortalMessage(portal), m.raw]);
+        return step ? { ...step, send } : { send };
+      }
       case ClientMessage.sync:
         this.tracker.sync();
         return undefined;
@@ -227,7 +291,9 @@ export class PostgresRelay {
       const prepared = this.prepared.lookup(s.preparedName)?.statement;
       if (prepared) statement = executeOfPrepared(s, prepared);
     }
-    return { statement, decision: this.o.decider.decideStatement(this.o.principal, this.o.target, statement) };
+    const decision = this.o.decider.decideStatement(this.o.principal, this.o.target, statement);
+    if (this.o.masking && decision.effect === 'allow' && statement.operation === 'copy_out') return { statement, decision: COPY_OUT_MASKED };
+    return { statement, decision };
   }
 
   /** Notes what a statement of an allowed simple Query does to the prepared statements, once the server confirms it. */
@@ -249,6 +315,7 @@ export class PostgresRelay {
       return this.refuse('simple', items, refused.decision);
     }
     this.tracker.beginQuery();
+    if (this.o.masking) this.querySyncPoints.add(this.tracker.syncPointsForwarded);
     let durable: Promise<void>[] | undefined;
     judged.forEach((j, k) => {
       const s = classification.statements[k]!;
@@ -412,26 +479,33 @@ export class PostgresRelay {
     switch (type) {
       case ServerMessage.dataRow:
         this.tracker.dataRow();
-        return;
+        return body && this.o.masking?.masker.active ? this.o.masking.masker.maskRow(body) : undefined;
+      case ServerMessage.rowDescription:
+        return this.rowDescription(body);
+      case ServerMessage.noData:
+        return this.noData();
+      case ServerMessage.noticeResponse:
+        return body && this.o.masking ? this.maskedFields(type, body) : undefined;
       case ServerMessage.commandComplete:
+        this.o.masking?.masker.endResult();
         this.tracker.commandComplete(body ? cstring(body, 0)[0] : '');
         return;
       case ServerMessage.errorResponse: {
         const fields = body ? decodeFields(body) : {};
-        if (!this.tracker.headIsStandIn()) {
-          this.tracker.error(fields);
-          return undefined;
-        }
+        this.o.masking?.masker.endResult();
         // Cut out by the scanner: the stand-in's own error becomes the refusal; any other error (an earlier
-        // message of the same pipeline failed, so the stand-in never ran) is put back unchanged.
-        if (this.standIn.isOwnError(fields.M)) return this.tracker.standInAnswered();
+        // message of the same pipeline failed, so the stand-in never ran) is put back, its text masked when
+        // masking is on (an error may quote a value: a unique violation's key, an invalid input).
+        if (this.tracker.headIsStandIn() && this.standIn.isOwnError(fields.M)) return this.tracker.standInAnswered();
         this.tracker.error(fields);
+        if (this.o.masking && body) return this.maskedFields(type, body);
         return body ? encodeServerMessage(type, body) : undefined;
       }
       case ServerMessage.emptyQueryResponse:
         this.tracker.emptyQuery();
         return;
       case ServerMessage.portalSuspended:
+        this.o.masking?.masker.endResult();
         this.tracker.portalSuspended();
         return;
       case 0x56:
@@ -440,6 +514,7 @@ export class PostgresRelay {
       case ServerMessage.readyForQuery:
         this.tracker.readyForQuery();
         this.prepared.syncAnswered(this.tracker.syncPointsCompleted);
+        if (this.o.masking) this.maskingSyncAnswered();
         return;
       case ServerMessage.parseComplete:
         this.prepared.parseComplete();
@@ -457,7 +532,89 @@ export class PostgresRelay {
 
   private statementEnded(r: StatementResult): void {
     if (r.outcome === 'ok') this.prepared.statementSucceeded(r.statementId);
-    this.o.audit.append(statementEndEvent(r), { durable: false }).catch((err: unknown) => this.failClosed(err));
+    const m = this.o.masking;
+    const masking = m ? m.masker.takeSummary() : this.o.unmaskedBy ? UNMASKED : undefined;
+    const record = this.vaultRecord?.statementId === r.statementId ? this.vaultRecord : undefined;
+    if (record) {
+      // The originals are sealed (and durable) before the statement's end names their record.
+      this.vaultRecord = undefined;
+      const sealed = record.writer.close().then(
+        (ref) => this.o.audit.append(statementEndEvent(r, masking, { id: ref.id, cells: ref.cells, sha256: ref.sha256 }), { durable: false }).catch((err: unknown) => this.failClosed(err)),
+        (err: unknown) => this.failClosed(err),
+      );
+      this.sealing.add(sealed);
+      void sealed.finally(() => this.sealing.delete(sealed));
+    } else {
+      this.o.audit.append(statementEndEvent(r, masking), { durable: false }).catch((err: unknown) => this.failClosed(err));
+    }
+    if (m && r.outcome === 'ok' && r.command !== undefined && DDL_TAG.test(r.command)) this.refreshCatalog(m.catalog);
+  }
+
+  // ---- masking ------------------------------------------------------------------------------------
+
+  /** A masked cell's original goes to the vault record of the statement the server is answering. */
+  private vaultCell(cell: VaultCell): void {
+    const m = this.o.masking!;
+    const statementId = this.tracker.currentStatementId;
+    if (this.vaultRecord?.statementId !== statementId) {
+      // A record left open belongs to a statement that ended without a result of its own: seal it.
+      this.vaultRecord?.writer.close().catch((err: unknown) => this.failClosed(err));
+      this.vaultRecord = { statementId, writer: m.vault.open({ ...m.meta, statementId, createdAt: new Date().toISOString() }) };
+    }
+    this.vaultRecord.writer.add(cell);
+  }
+
+  /** True when the next RowDescription / NoData answers a Describe Warden sent itself (so is cut out). */
+  private nextDescribeIsOwn(): boolean {
+    if (this.querySyncPoints.has(this.tracker.syncPointsCompleted + 1)) return false;
+    return this.describes[0]?.own === true;
+  }
+
+  private rowDescription(body: Buffer | undefined): Buffer | undefined {
+    const masker = this.o.masking?.masker;
+    if (!masker || !body) return undefined;
+    const inQuery = this.querySyncPoints.has(this.tracker.syncPointsCompleted + 1);
+    const answers = inQuery ? undefined : this.describes.shift();
+    // A statement's description (Describe S) does not know the result formats yet: only a portal's does.
+    if (inQuery || answers?.portal) masker.describe(decodeRowDescription(body));
+    return answers?.own ? EMPTY : undefined;
+  }
+
+  private noData(): Buffer | undefined {
+    if (!this.o.masking || this.querySyncPoints.has(this.tracker.syncPointsCompleted + 1)) return undefined;
+    const answers = this.describes.shift();
+    if (answers?.portal) this.o.masking.masker.endResult();
+    return answers?.own ? EMPTY : undefined;
+  }
+
+  /** A sync point was answered: Describes of it that got no answer were skipped after an error. */
+  private maskingSyncAnswered(): void {
+    const done = this.tracker.syncPointsCompleted;
+    this.querySyncPoints.delete(done);
+    if (this.describes.length > 0) this.describes = this.describes.filter((d) => d.syncPoint > done);
+    this.o.masking?.masker.endResult();
+  }
+
+  /** An ErrorResponse or NoticeResponse with its texts through the detectors. */
+  private maskedFields(type: number, body: Buffer): Buffer {
+    const masker = this.o.masking!.masker;
+    return encodeServerMessage(type, encodeFieldsBody(decodeFieldList(body).map(([code, value]) => [code, MASKED_FIELDS.has(code) ? masker.maskMessageText(value) : value])));
+  }
+
+  /** After DDL the rules are traced again before this session's next statement (a table may have a new OID). */
+  private refreshCatalog(catalog: MaskingCatalog): void {
+    const p = catalog.refresh().then(
+      () => {
+        if (this.catalogRefresh === p) this.catalogRefresh = undefined;
+        this.pump();
+      },
+      (err: unknown) => {
+        this.o.log.error('masking: column rules could not be traced again after DDL; ending the session (fail closed)', { err });
+        this.o.client.write(errorResponse({ severity: 'FATAL', code: SqlState.cannotConnectNow, message: 'masking is unavailable after a schema change; reconnect' }));
+        this.finish('error');
+      },
+    );
+    this.catalogRefresh = p;
   }
 
   // ---- endings ------------------------------------------------------------------------------------
@@ -492,6 +649,9 @@ export class PostgresRelay {
     this.ended = true;
     this.out = [];
     this.tracker.abandon('connection closed before the server answered');
+    // Originals already masked are sealed even when the statement never ended.
+    if (this.vaultRecord) this.sealing.add(this.vaultRecord.writer.close().catch((err: unknown) => this.o.log.error('masking: a vault record could not be sealed', { err })));
+    this.vaultRecord = undefined;
     this.o.client.end();
     this.o.upstream.end();
     // Give both sides a moment to flush their last bytes, then make sure nothing lingers.
@@ -499,11 +659,54 @@ export class PostgresRelay {
       this.o.client.destroy();
       this.o.upstream.destroy();
     }, 2000).unref();
-    this.o.onEnd(reason, { ...this.stats });
+    const stats = { ...this.stats };
+    if (this.sealing.size === 0) this.o.onEnd(reason, stats);
+    else void Promise.allSettled([...this.sealing]).then(() => this.o.onEnd(reason, stats));
   }
 }
 
 const DISCARD: Step = Object.freeze({ send: null });
+const EMPTY = Buffer.alloc(0);
+const UNMASKED: MaskingSummary = Object.freeze({ columns: [], detectors: [], unmasked: true });
+
+/** Command tags after which a masked target's column rules are traced again. */
+const DDL_TAG = /^(CREATE|ALTER|DROP|SELECT INTO|IMPORT FOREIGN SCHEMA)\b/;
+
+/** Error and notice fields that may quote a value: message, detail, hint, context, and the internal query. */
+const MASKED_FIELDS = new Set(['M', 'D', 'H', 'W', 'q']);
+
+/** COPY ... TO STDOUT on a masked target: its rows carry no RowDescription to trace columns by. */
+const COPY_OUT_MASKED: Decision = Object.freeze({
+  effect: 'deny',
+  policies: Object.freeze(['builtin.masking']),
+  reason: 'COPY ... TO STDOUT is not available on a target with masking; use SELECT',
+});
+
+function describePortalMessage(portal: string): Buffer {
+  const name = Buffer.from(`P${portal}\0`, 'utf8');
+  const b = Buffer.allocUnsafe(5 + name.length);
+  b[0] = ClientMessage.describe;
+  b.writeInt32BE(4 + name.length, 1);
+  name.copy(b, 5);
+  return b;
+}
+
+/** Every field of an ErrorResponse / NoticeResponse body, in order. */
+function decodeFieldList(body: Buffer): [string, string][] {
+  const out: [string, string][] = [];
+  let i = 0;
+  while (i < body.length && body[i] !== 0) {
+    const end = body.indexOf(0, i + 1);
+    if (end < 0) break;
+    out.push([String.fromCharCode(body[i]!), body.toString('utf8', i + 1, end)]);
+    i = end + 1;
+  }
+  return out;
+}
+
+function encodeFieldsBody(fields: readonly [string, string][]): Buffer {
+  return Buffer.from(`${fields.map(([c, v]) => `${c}${v.replace(/\0/g, '')}\0`).join('')}\0`, 'utf8');
+}
 
 /** The decision recorded for an empty statement (nothing to decide: the server answers EmptyQueryResponse). */
 const EMPTY_STATEMENT: Decision = Object.freeze({ effect: 'allow', policies: Object.freeze(['builtin.empty-statement']) });

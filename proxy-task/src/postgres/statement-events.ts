@@ -4,6 +4,7 @@
  */
 import type { AuditEventBody } from '../../../core/audit/events.ts';
 import { boundStatementForAudit, classificationForAudit, decisionForAudit } from '../../../core/audit/statement-record.ts';
+import type { MaskingSummary } from '../../../core/masking/vocabulary.ts';
 import type { Decision } from '../../../core/policy/decision.ts';
 import type { SqlClassification, StatementClass } from '../../../core/sql/classify.ts';
 import type { NoticeFields } from './backend-messages.ts';
@@ -53,7 +54,7 @@ export function statementEvent(
 }
 
 /** The event that closes a statement with its outcome. */
-export function statementEndEvent(r: StatementResult): AuditEventBody {
+export function statementEndEvent(r: StatementResult, masking?: MaskingSummary, vault?: { id: string; cells: number; sha256: string }): AuditEventBody {
   return {
     type: 'statement.end',
     statementId: r.statementId,
@@ -64,6 +65,8 @@ export function statementEndEvent(r: StatementResult): AuditEventBody {
     ...(r.rows !== undefined ? { rows: r.rows } : {}),
     ...(r.sqlstate !== undefined ? { sqlstate: r.sqlstate } : {}),
     ...(r.error !== undefined ? { error: r.error } : {}),
+    ...(masking ? { masking } : {}),
+    ...(vault ? { vault } : {}),
   };
 }
 

@@ -89,6 +89,11 @@ export class StatementTracker {
     this.slots[this.slots.length - 1]!.refusal = refusal;
   }
 
+  /** The statement whose answers the server is sending now (0 when none, or a stand-in). */
+  get currentStatementId(): number {
+    return this.slots[this.head]?.statementId ?? 0;
+  }
+
   /** True when the next error of the current sync point may be the stand-in's own. */
   headIsStandIn(): boolean {
     const s = this.slots[this.head];

@@ -1,0 +1,158 @@
+/**
+ * Masks one session's results as they stream: RowDescription says where each column comes from (a table
+ * OID and attribute number, traced to a column rule) and how it is sent (text or binary); each DataRow's
+ * cells are then rewritten by the column's rule, or run through the content detectors when no rule covers
+ * them. Row by row: nothing is held beyond the row being rewritten.
+ *
+ * Binary format: text-like types (text, varchar, char, name, json, xml) are rewritten like text; jsonb
+ * keeps its version byte; a column with a rule of any other type becomes NULL (its binary form cannot
+ * carry a placeholder), and the detectors leave non-text binary cells alone.
+ */
+import { maskText } from '../../../../core/masking/mask-text.ts';
+import { maskValue } from '../../../../core/masking/strategies.ts';
+import type { Detector, MaskingPolicy, MaskingSummary, MaskStrategy } from '../../../../core/masking/vocabulary.ts';
+import type { VaultCell } from '../../../../core/masking/forensic-vault.ts';
+import type { MaskingCatalog, ResolvedRule } from './masking-catalog.ts';
+import { decodeDataRowCells, encodeDataRow, JSONB_TYPE, TEXT_LIKE_TYPES, type FieldDescription } from './result-messages.ts';
+
+/** A masked cell's original, for the forensic vault. */
+export type MaskedCell = VaultCell;
+
+type ColumnPlan =
+  | { readonly kind: 'rule'; readonly rule: ResolvedRule; readonly encoding: Encoding; readonly name: string }
+  | { readonly kind: 'detect'; readonly encoding: Encoding; readonly name: string }
+  | { readonly kind: 'none' };
+
+/** How a cell's bytes hold its text: as they are, after jsonb's version byte, or not at all. */
+type Encoding = 'text' | 'jsonb' | 'opaque';
+
+const NONE: ColumnPlan = Object.freeze({ kind: 'none' });
+
+export class ResultMasker {
+  private plan: ColumnPlan[] | null = null;
+  private rows = 0;
+  private readonly columnCounts = new Map<string, { strategy: MaskStrategy; cells: number }>();
+  private readonly detectorCounts = new Map<Detector, number>();
+  private nulledBinary = 0;
+
+  private sink: ((cell: MaskedCell) => void) | undefined;
+
+  constructor(
+    private readonly policy: MaskingPolicy,
+    private readonly catalog: MaskingCatalog,
+    private readonly hashKey: Uint8Array,
+  ) {}
+
+  /** Where each masked cell's original goes (the forensic vault). */
+  onMasked(sink: (cell: MaskedCell) => void): void {
+    this.sink = sink;
+  }
+
+  /** True while the current result has columns to rewrite. */
+  get active(): boolean {
+    return this.plan !== null;
+  }
+
+  /** A RowDescription: plans each column of the rows that follow. */
+  describe(fields: readonly FieldDescription[]): void {
+    const detect = this.policy.detectors.length > 0;
+    let any = false;
+    const plan = fields.map((f): ColumnPlan => {
+      const encoding: Encoding = f.format === 0 || TEXT_LIKE_TYPES.has(f.typeOid) ? 'text' : f.typeOid === JSONB_TYPE ? 'jsonb' : 'opaque';
+      const rule = this.catalog.lookup(f.tableOid, f.attnum);
+      if (rule) {
+        any = true;
+        return { kind: 'rule', rule, encoding, name: f.name };
+      }
+      if (detect && encoding !== 'opaque') {
+        any = true;
+        return { kind: 'detect', encoding, name: f.name };
+      }
+      return NONE;
+    });
+    this.plan = any ? plan : null;
+  }
+
+  /** The current result ended (CommandComplete, an error, ReadyForQuery): rows of a later one need its own description. */
+  endResult(): void {
+    this.plan = null;
+  }
+
+  /** A DataRow body: the DataRow message to send in its place. */
+  maskRow(body: Buffer): Buffer {
+    const plan = this.plan;
+    const cells = decodeDataRowCells(body);
+    const row = this.rows++;
+    let changed = false;
+    if (plan) {
+      for (let i = 0; i < cells.length && i < plan.length; i++) {
+        const p = plan[i]!;
+        if (p.kind === 'none') continue;
+        const cell = cells[i]!;
+        if (cell === null) continue;
+        const next = p.kind === 'rule' ? this.applyRule(p, cell, row, i) : this.detect(p, cell, row, i);
+        if (next !== cell) {
+          cells[i] = next;
+          changed = true;
+        }
+      }
+    }
+    return encodeDataRow(cells); // unchanged rows too: the scanner cut the original out
+  }
+
+  /** Free text the server sends (error and notice fields): detectors only. */
+  maskMessageText(text: string): string {
+    if (this.policy.detectors.length === 0) return text;
+    const r = maskText(text, this.policy.detectors, 'redact', this.hashKey);
+    for (const m of r.matches) this.detectorCounts.set(m.detector, (this.detectorCounts.get(m.detector) ?? 0) + 1);
+    return r.text ?? '';
+  }
+
+  /** What was masked since the last call (the statement's evidence); undefined when nothing was. */
+  takeSummary(): MaskingSummary | undefined {
+    this.rows = 0;
+    if (this.columnCounts.size === 0 && this.detectorCounts.size === 0 && this.nulledBinary === 0) return undefined;
+    const summary: MaskingSummary = {
+      columns: [...this.columnCounts].map(([column, c]) => ({ column, strategy: c.strategy, cells: c.cells })),
+      detectors: [...this.detectorCounts].map(([detector, values]) => ({ detector, values })),
+      ...(this.nulledBinary ? { nulledBinary: this.nulledBinary } : {}),
+    };
+    this.columnCounts.clear();
+    this.detectorCounts.clear();
+    this.nulledBinary = 0;
+    return summary;
+  }
+
+  private applyRule(p: Extract<ColumnPlan, { kind: 'rule' }>, cell: Buffer, row: number, column: number): Buffer | null {
+    const c = this.columnCounts.get(p.rule.source);
+    if (c) c.cells++;
+    else this.columnCounts.set(p.rule.source, { strategy: p.rule.strategy, cells: 1 });
+    const original = p.encoding === 'opaque' ? null : textOf(cell, p.encoding);
+    this.sink?.({ row, column, columnName: p.name, source: p.rule.source, original: original ?? cell.toString('base64') });
+    if (p.encoding === 'opaque') {
+      this.nulledBinary++;
+      return null;
+    }
+    const masked = maskValue(original!, p.rule.strategy, { label: 'REDACTED', hashKey: this.hashKey });
+    return masked === null ? null : bytesOf(masked, p.encoding);
+  }
+
+  private detect(p: Extract<ColumnPlan, { kind: 'detect' }>, cell: Buffer, row: number, column: number): Buffer | null {
+    const text = textOf(cell, p.encoding);
+    const r = maskText(text, this.policy.detectors, this.policy.detectorStrategy, this.hashKey);
+    if (r.matches.length === 0) return cell;
+    for (const m of r.matches) {
+      this.detectorCounts.set(m.detector, (this.detectorCounts.get(m.detector) ?? 0) + 1);
+      this.sink?.({ row, column, columnName: p.name, detector: m.detector, original: text.slice(m.start, m.end) });
+    }
+    return r.text === null ? null : bytesOf(r.text, p.encoding);
+  }
+}
+
+function textOf(cell: Buffer, encoding: Encoding): string {
+  return encoding === 'jsonb' ? cell.toString('utf8', 1) : cell.toString('utf8');
+}
+
+function bytesOf(text: string, encoding: Encoding): Buffer {
+  return encoding === 'jsonb' ? Buffer.concat([Buffer.from([1]), Buffer.from(text, 'utf8')]) : Buffer.from(text, 'utf8');
+}
