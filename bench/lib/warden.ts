@@ -21,7 +21,8 @@ export const DEFAULT_POLICY_DIR = fileURLToPath(new URL('../../policies', import
 
 export const BENCH_TARGET_NAME = 'benchdb';
 export const BENCH_SUBJECT = 'bench-agent';
-const CREDENTIAL = 'bench-target';
+export const BENCH_CREDENTIAL = 'bench-target';
+const CREDENTIAL = BENCH_CREDENTIAL;
 
 export interface BenchWardenSpec {
   targetHost: string;
