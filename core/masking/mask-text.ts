@@ -2,7 +2,7 @@
  * Masking a text cell by content: the detectors' matches replaced by their masked form.
  */
 import { detectorBits, scanText, type DetectorMatch } from './detectors.ts';
-import { labelFor, maskValue, placeholderFor } from './strategies.ts';
+import { partialMask, placeholderFor, pseudonym } from './strategies.ts';
 import { MaskStrategy, type Detector } from './vocabulary.ts';
 
 export interface MaskTextResult {
@@ -31,12 +31,22 @@ export function maskTextWith(text: string, enabled: number, strategy: MaskStrate
   let out = '';
   let pos = 0;
   for (const m of matches) {
-    out += text.slice(pos, m.start);
-    out +=
-      strategy === MaskStrategy.redact
-        ? placeholderFor(m.detector)
-        : (maskValue(text.slice(m.start, m.end), strategy, { label: labelFor(m.detector), hashKey }) ?? '');
+    out += text.slice(pos, m.start) + replacement(text.slice(m.start, m.end), m.detector, strategy, hashKey);
     pos = m.end;
   }
   return { text: out + text.slice(pos), matches };
+}
+
+function replacement(value: string, detector: Detector, strategy: Exclude<MaskStrategy, 'null'>, hashKey: Uint8Array): string {
+  switch (strategy) {
+    case MaskStrategy.redact:
+      return placeholderFor(detector);
+    case MaskStrategy.partial:
+      return partialMask(value);
+    case MaskStrategy.hash:
+      return pseudonym(value, hashKey);
+    default:
+      // Unreachable for a validated policy; refusing beats returning the value.
+      throw new Error(`unknown masking strategy: ${String(strategy satisfies never)}`);
+  }
 }

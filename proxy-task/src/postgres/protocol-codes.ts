@@ -49,6 +49,7 @@ export const ServerMessage = {
   parseComplete: 0x31, // '1'
   closeComplete: 0x33, // '3'
   noData: 0x6e, // n
+  notificationResponse: 0x41, // A
 } as const;
 
 /** Authentication request codes inside an `R` message. */

@@ -98,7 +98,7 @@ const INSPECTED = new Set<number>([
 ]);
 
 /** With masking on, row descriptions, notices and describe answers are looked at too. */
-const INSPECTED_MASKING = new Set<number>([...INSPECTED, ServerMessage.rowDescription, ServerMessage.noticeResponse]);
+const INSPECTED_MASKING = new Set<number>([...INSPECTED, ServerMessage.rowDescription, ServerMessage.noticeResponse, ServerMessage.notificationResponse]);
 
 /** One session's relay: decides, records and forwards the client's messages, and watches the server's answers. */
 export class PostgresRelay {
@@ -130,6 +130,8 @@ export class PostgresRelay {
   private readonly sealing = new Set<Promise<unknown>>();
   /** The forensic-vault record of the statement whose results are being masked. */
   private vaultRecord: { statementId: number; writer: VaultRecordWriter } | undefined;
+  /** Statements classified as DDL (CREATE TABLE AS and CREATE MATERIALIZED VIEW end with a SELECT tag). */
+  private readonly ddlStatements = new Set<number>();
   /** After DDL on a masked target, the next statement waits until the column rules are traced again. */
   private catalogRefresh: Promise<void> | undefined;
 
@@ -145,6 +147,8 @@ export class PostgresRelay {
         ? (type) =>
             type === ServerMessage.errorResponse ||
             type === ServerMessage.noticeResponse ||
+            type === ServerMessage.notificationResponse ||
+            type === ServerMessage.parameterStatus ||
             (type === ServerMessage.dataRow && m.masker.active) ||
             ((type === ServerMessage.rowDescription || type === ServerMessage.noData) && this.nextDescribeIsOwn())
         : (type) => type === ServerMessage.errorResponse && this.tracker.headIsStandIn(),
@@ -419,6 +423,7 @@ export class PostgresRelay {
     mayWrite: boolean,
   ): Promise<void> | undefined {
     const durable = mayWrite && this.o.durableBeforeForward;
+    if (this.o.masking && classification && (classification.operation === 'ddl' || classification.nested.some((n) => n.operation === 'ddl'))) this.ddlStatements.add(statementId);
     const p = this.o.audit.append(
       statementEvent(statementId, protocol, text, params, classification, decision),
       { durable },
@@ -525,8 +530,12 @@ export class PostgresRelay {
       case ServerMessage.parameterStatus: {
         const unsafe = body && unsafeParameterStatus(body);
         if (unsafe) this.endUnsafe(unsafe);
-        return;
+        // A setting's value can carry data too (set_config('application_name', email, false)).
+        return body && this.o.masking ? this.maskedCStrings(type, body, 0, [1]) : undefined;
       }
+      case ServerMessage.notificationResponse:
+        // NOTIFY payloads are whatever a query put there: Int32 pid, channel, payload.
+        return body && this.o.masking ? this.maskedCStrings(type, body, 4, [0, 1]) : undefined;
     }
   }
 
@@ -547,7 +556,8 @@ export class PostgresRelay {
     } else {
       this.o.audit.append(statementEndEvent(r, masking), { durable: false }).catch((err: unknown) => this.failClosed(err));
     }
-    if (m && r.outcome === 'ok' && r.command !== undefined && DDL_TAG.test(r.command)) this.refreshCatalog(m.catalog);
+    const ddl = this.ddlStatements.delete(r.statementId);
+    if (m && r.outcome === 'ok' && (ddl || (r.command !== undefined && DDL_TAG.test(r.command)))) this.refreshCatalog(m.catalog);
   }
 
   // ---- masking ------------------------------------------------------------------------------------
@@ -599,6 +609,20 @@ export class PostgresRelay {
   private maskedFields(type: number, body: Buffer): Buffer {
     const masker = this.o.masking!.masker;
     return encodeServerMessage(type, encodeFieldsBody(decodeFieldList(body).map(([code, value]) => [code, MASKED_FIELDS.has(code) ? masker.maskMessageText(value) : value])));
+  }
+
+  /** A message made of C strings (after `skip` bytes) with the strings at `indexes` through the detectors. */
+  private maskedCStrings(type: number, body: Buffer, skip: number, indexes: readonly number[]): Buffer {
+    const masker = this.o.masking!.masker;
+    const strings: string[] = [];
+    for (let at = skip; at < body.length; ) {
+      const end = body.indexOf(0, at);
+      if (end < 0) break;
+      strings.push(body.toString('utf8', at, end));
+      at = end + 1;
+    }
+    const masked = strings.map((v, k) => (indexes.includes(k) ? masker.maskMessageText(v) : v));
+    return encodeServerMessage(type, Buffer.concat([body.subarray(0, skip), Buffer.from(masked.map((v) => `${v.replace(/\0/g, '')}\0`).join(''), 'utf8')]));
   }
 
   /** After DDL the rules are traced again before this session's next statement (a table may have a new OID). */
@@ -672,8 +696,8 @@ const UNMASKED: MaskingSummary = Object.freeze({ columns: [], detectors: [], unm
 /** Command tags after which a masked target's column rules are traced again. */
 const DDL_TAG = /^(CREATE|ALTER|DROP|SELECT INTO|IMPORT FOREIGN SCHEMA)\b/;
 
-/** Error and notice fields that may quote a value: message, detail, hint, context, and the internal query. */
-const MASKED_FIELDS = new Set(['M', 'D', 'H', 'W', 'q']);
+/** Error and notice fields that may quote a value: message, detail, hint, context, internal query, and the schema, table, column, type and constraint names (RAISE ... USING can put any text there). */
+const MASKED_FIELDS = new Set(['M', 'D', 'H', 'W', 'q', 's', 't', 'c', 'd', 'n']);
 
 /** COPY ... TO STDOUT on a masked target: its rows carry no RowDescription to trace columns by. */
 const COPY_OUT_MASKED: Decision = Object.freeze({

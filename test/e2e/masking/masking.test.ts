@@ -13,6 +13,7 @@ import type { PostgresServer } from '../../../proxy-task/src/embedded/postgres-s
 import { CLEAN_PG_ENV, describeRun, latestSession, psqlPath, run } from '../../helpers/clients.ts';
 import { startTestPostgres } from '../../helpers/postgres.ts';
 import { decodeDataRow, describeMsg, RawClient } from '../../helpers/raw-client.ts';
+import { maskedTarget } from '../../helpers/masking.ts';
 import { startTestWarden, TARGET_PASSWORD, TARGET_USER, type TestWarden } from '../../helpers/warden.ts';
 
 const PSQL = psqlPath();
@@ -32,28 +33,7 @@ describe('masking through real clients', { skip, timeout: 90_000 }, () => {
     await server.createDatabase('appdb', TARGET_USER);
     w = await startTestWarden({
       pg: server,
-      config: {
-        targets: [
-          {
-            name: 'appdb',
-            kind: 'postgres',
-            host: '127.0.0.1',
-            port: server.port,
-            database: 'appdb',
-            credential: 'appdb-cred',
-            masking: {
-              columns: [
-                { column: 'public.people.ssn', strategy: 'partial' },
-                { column: 'public.people.email', strategy: 'redact' },
-                { column: 'public.people.card', strategy: 'hash' },
-                { column: 'public.people.salary', strategy: 'null' },
-              ],
-              detectors: 'all',
-              unmaskedGroups: ['pii-readers'],
-            },
-          },
-        ],
-      },
+      config: { targets: [maskedTarget(server.port, { unmaskedGroups: ['pii-readers'] })] },
     });
     await server.psql(
       `CREATE TABLE people (id int PRIMARY KEY, name text, email text, ssn text, card text, salary int, note text);

@@ -8,7 +8,9 @@
  * keeps its version byte; a column with a rule of any other type becomes NULL (its binary form cannot
  * carry a placeholder), and the detectors leave non-text binary cells alone.
  */
-import { maskText } from '../../../../core/masking/mask-text.ts';
+import { findSensitive } from '../../../../core/masking/detectors.ts';
+import { detectorBits } from '../../../../core/masking/detectors.ts';
+import { maskTextWith } from '../../../../core/masking/mask-text.ts';
 import { maskValue } from '../../../../core/masking/strategies.ts';
 import type { Detector, MaskingPolicy, MaskingSummary, MaskStrategy } from '../../../../core/masking/vocabulary.ts';
 import type { VaultCell } from '../../../../core/masking/forensic-vault.ts';
@@ -36,12 +38,17 @@ export class ResultMasker {
   private nulledBinary = 0;
 
   private sink: ((cell: MaskedCell) => void) | undefined;
+  private readonly detectorSet: number;
+  /** Pseudonyms of recent values: a keyed hash costs microseconds, and results repeat values. */
+  private readonly pseudonyms = new Map<string, string>();
 
   constructor(
     private readonly policy: MaskingPolicy,
     private readonly catalog: MaskingCatalog,
     private readonly hashKey: Uint8Array,
-  ) {}
+  ) {
+    this.detectorSet = detectorBits(policy.detectors);
+  }
 
   /** Where each masked cell's original goes (the forensic vault). */
   onMasked(sink: (cell: MaskedCell) => void): void {
@@ -64,7 +71,9 @@ export class ResultMasker {
         any = true;
         return { kind: 'rule', rule, encoding, name: f.name };
       }
-      if (detect && encoding !== 'opaque') {
+      if (detect) {
+        // A binary value of another type (text[], a record, bytea) can still hold text: looked at as bytes,
+        // and sent as NULL when a detector finds something in it.
         any = true;
         return { kind: 'detect', encoding, name: f.name };
       }
@@ -103,7 +112,7 @@ export class ResultMasker {
   /** Free text the server sends (error and notice fields): detectors only. */
   maskMessageText(text: string): string {
     if (this.policy.detectors.length === 0) return text;
-    const r = maskText(text, this.policy.detectors, 'redact', this.hashKey);
+    const r = maskTextWith(text, this.detectorSet, 'redact', this.hashKey);
     for (const m of r.matches) this.detectorCounts.set(m.detector, (this.detectorCounts.get(m.detector) ?? 0) + 1);
     return r.text ?? '';
   }
@@ -123,6 +132,26 @@ export class ResultMasker {
     return summary;
   }
 
+  private pseudonym(value: string): string {
+    let p = this.pseudonyms.get(value);
+    if (p === undefined) {
+      p = maskValue(value, 'hash', { label: 'REDACTED', hashKey: this.hashKey })!;
+      if (this.pseudonyms.size >= 8192) this.pseudonyms.clear();
+      this.pseudonyms.set(value, p);
+    }
+    return p;
+  }
+
+  private detectOpaque(p: Extract<ColumnPlan, { kind: 'detect' }>, cell: Buffer, row: number, column: number): Buffer | null {
+    if (cell.length < 6) return cell; // no detector matches fewer than six characters (ints, dates, bools)
+    const matches = findSensitive(printable(cell), this.policy.detectors);
+    if (matches.length === 0) return cell;
+    for (const m of matches) this.detectorCounts.set(m.detector, (this.detectorCounts.get(m.detector) ?? 0) + 1);
+    this.nulledBinary++;
+    this.sink?.({ row, column, columnName: p.name, detector: matches[0]!.detector, original: cell.toString('base64') });
+    return null;
+  }
+
   private applyRule(p: Extract<ColumnPlan, { kind: 'rule' }>, cell: Buffer, row: number, column: number): Buffer | null {
     const c = this.columnCounts.get(p.rule.source);
     if (c) c.cells++;
@@ -133,13 +162,14 @@ export class ResultMasker {
       this.nulledBinary++;
       return null;
     }
-    const masked = maskValue(original!, p.rule.strategy, { label: 'REDACTED', hashKey: this.hashKey });
+    const masked = p.rule.strategy === 'hash' ? this.pseudonym(original!) : maskValue(original!, p.rule.strategy, { label: 'REDACTED', hashKey: this.hashKey });
     return masked === null ? null : bytesOf(masked, p.encoding);
   }
 
   private detect(p: Extract<ColumnPlan, { kind: 'detect' }>, cell: Buffer, row: number, column: number): Buffer | null {
+    if (p.encoding === 'opaque') return this.detectOpaque(p, cell, row, column);
     const text = textOf(cell, p.encoding);
-    const r = maskText(text, this.policy.detectors, this.policy.detectorStrategy, this.hashKey);
+    const r = maskTextWith(text, this.detectorSet, this.policy.detectorStrategy, this.hashKey);
     if (r.matches.length === 0) return cell;
     for (const m of r.matches) {
       this.detectorCounts.set(m.detector, (this.detectorCounts.get(m.detector) ?? 0) + 1);
@@ -147,6 +177,17 @@ export class ResultMasker {
     }
     return r.text === null ? null : bytesOf(r.text, p.encoding);
   }
+}
+
+function printable(cell: Buffer): string {
+  // Bytes as characters one to one, with the binary framing (lengths, OIDs, NULs) turned into separators
+  // so that the text inside stands apart as the detectors expect.
+  let out = '';
+  for (let i = 0; i < cell.length; i++) {
+    const b = cell[i]!;
+    out += b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : b >= 0x80 ? String.fromCharCode(b) : ' ';
+  }
+  return out;
 }
 
 function textOf(cell: Buffer, encoding: Encoding): string {
