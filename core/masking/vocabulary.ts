@@ -69,4 +69,6 @@ export interface MaskingSummary {
   readonly nulledBinary?: number;
   /** The agent is in an unmasked group: nothing was masked, on purpose. */
   readonly unmasked?: boolean;
+  /** The first rows as the agent received them (masked), cells cut to 64 characters: what came back. */
+  readonly sample?: readonly (readonly (string | null)[])[];
 }

@@ -144,6 +144,10 @@ describe('masking through real clients', { skip, timeout: 90_000 }, () => {
       ],
     );
     assert.ok(masked.masking.detectors.some((d) => d.detector === 'email' && d.values >= 1));
+    // What came back, as the agent saw it: the sample holds masked values only.
+    const sample = (masked.masking as unknown as { sample?: (string | null)[][] }).sample;
+    assert.equal(sample?.length, 2, JSON.stringify(masked.masking));
+    assert.equal(sample?.[0]?.[0], '[REDACTED]');
     const trail = JSON.stringify(s.events);
     assert.ok(!trail.includes(SSN) && !trail.includes(EMAIL) && !trail.includes('4111'), 'no original value in the trail');
 

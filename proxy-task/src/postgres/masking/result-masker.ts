@@ -33,6 +33,8 @@ const NONE: ColumnPlan = Object.freeze({ kind: 'none' });
 export class ResultMasker {
   private plan: ColumnPlan[] | null = null;
   private rows = 0;
+  private formats: readonly number[] = [];
+  private sample: (string | null)[][] = [];
   private readonly columnCounts = new Map<string, { strategy: MaskStrategy; cells: number }>();
   private readonly detectorCounts = new Map<Detector, number>();
   private nulledBinary = 0;
@@ -80,6 +82,7 @@ export class ResultMasker {
       return NONE;
     });
     this.plan = any ? plan : null;
+    this.formats = fields.map((f) => f.format);
   }
 
   /** The current result ended (CommandComplete, an error, ReadyForQuery): rows of a later one need its own description. */
@@ -106,6 +109,7 @@ export class ResultMasker {
         }
       }
     }
+    if (this.sample.length < SAMPLE_ROWS) this.sample.push(cells.map((c, i) => sampleCell(c, this.formats[i] ?? 0)));
     return encodeDataRow(cells); // unchanged rows too: the scanner cut the original out
   }
 
@@ -120,11 +124,14 @@ export class ResultMasker {
   /** What was masked since the last call (the statement's evidence); undefined when nothing was. */
   takeSummary(): MaskingSummary | undefined {
     this.rows = 0;
+    const sample = this.sample;
+    this.sample = [];
     if (this.columnCounts.size === 0 && this.detectorCounts.size === 0 && this.nulledBinary === 0) return undefined;
     const summary: MaskingSummary = {
       columns: [...this.columnCounts].map(([column, c]) => ({ column, strategy: c.strategy, cells: c.cells })),
       detectors: [...this.detectorCounts].map(([detector, values]) => ({ detector, values })),
       ...(this.nulledBinary ? { nulledBinary: this.nulledBinary } : {}),
+      ...(sample.length ? { sample } : {}),
     };
     this.columnCounts.clear();
     this.detectorCounts.clear();
@@ -177,6 +184,17 @@ export class ResultMasker {
     }
     return r.text === null ? null : bytesOf(r.text, p.encoding);
   }
+}
+
+/** Rows of a statement's results kept (masked) as its sample in the audit trail. */
+const SAMPLE_ROWS = 3;
+const SAMPLE_CELL_CHARS = 64;
+
+function sampleCell(cell: Buffer | null, format: number): string | null {
+  if (cell === null) return null;
+  if (format !== 0) return `<binary, ${cell.length} bytes>`;
+  const text = cell.toString('utf8', 0, Math.min(cell.length, SAMPLE_CELL_CHARS * 4));
+  return text.length > SAMPLE_CELL_CHARS ? `${text.slice(0, SAMPLE_CELL_CHARS)}…` : text;
 }
 
 function printable(cell: Buffer): string {
