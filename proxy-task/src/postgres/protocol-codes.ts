@@ -50,6 +50,8 @@ export const ServerMessage = {
   closeComplete: 0x33, // '3'
   noData: 0x6e, // n
   notificationResponse: 0x41, // A
+  copyData: 0x64, // d (both directions)
+  copyDone: 0x63, // c (both directions)
 } as const;
 
 /** Authentication request codes inside an `R` message. */

@@ -21,7 +21,9 @@ import { ClientMessage, ServerMessage, SqlState } from './protocol-codes.ts';
 import { cstring, decodeBind, decodeExecutePortal, decodeFields, decodeKindAndName, decodeParse, errorResponse, readyForQuery } from './backend-messages.ts';
 import { encodeServerMessage, ServerScanner } from './server-scanner.ts';
 import { StandIn } from './stand-in.ts';
-import type { MaskingCatalog } from './masking/masking-catalog.ts';
+import type { MaskingCatalog, ResolvedRule, RuledRelation } from './masking/masking-catalog.ts';
+import { joinCopyRow, splitCopyRow } from './masking/copy-rows.ts';
+import { describeCopyOut, type CopyOutShape } from '../../../core/sql/copy-statement.ts';
 import type { ResultMasker } from './masking/result-masker.ts';
 import type { MaskingSummary } from '../../../core/masking/vocabulary.ts';
 import type { ForensicVault, VaultCell, VaultRecordWriter } from '../../../core/masking/forensic-vault.ts';
@@ -130,6 +132,9 @@ export class PostgresRelay {
   private readonly sealing = new Set<Promise<unknown>>();
   /** The forensic-vault record of the statement whose results are being masked. */
   private vaultRecord: { statementId: number; writer: VaultRecordWriter } | undefined;
+  /** COPY ... TO STDOUT statements on a masked target, by statement id, and the one streaming now. */
+  private readonly copyPlans = new Map<number, CopyOutPlan>();
+  private copyOut: (CopyOutPlan & { headerPending: boolean }) | undefined;
   /** Statements classified as DDL (CREATE TABLE AS and CREATE MATERIALIZED VIEW end with a SELECT tag). */
   private readonly ddlStatements = new Set<number>();
   /** After DDL on a masked target, the next statement waits until the column rules are traced again. */
@@ -148,6 +153,7 @@ export class PostgresRelay {
             type === ServerMessage.errorResponse ||
             type === ServerMessage.noticeResponse ||
             type === ServerMessage.notificationResponse ||
+            (type === ServerMessage.copyData && this.copyOut !== undefined) ||
             type === ServerMessage.parameterStatus ||
             (type === ServerMessage.dataRow && m.masker.active) ||
             ((type === ServerMessage.rowDescription || type === ServerMessage.noData) && this.nextDescribeIsOwn())
@@ -289,15 +295,46 @@ export class PostgresRelay {
   }
 
   /** Decides one statement, judging `EXECUTE name` as the statement prepared under that name. */
-  private decideOne(s: StatementClass): { statement: StatementClass; decision: Decision } {
+  private decideOne(s: StatementClass): { statement: StatementClass; decision: Decision; copyOut?: CopyOutPlan } {
     let statement = s;
     if (s.command === 'EXECUTE' && s.preparedName !== undefined) {
       const prepared = this.prepared.lookup(s.preparedName)?.statement;
       if (prepared) statement = executeOfPrepared(s, prepared);
     }
     const decision = this.o.decider.decideStatement(this.o.principal, this.o.target, statement);
-    if (this.o.masking && decision.effect === 'allow' && statement.operation === 'copy_out') return { statement, decision: COPY_OUT_MASKED };
+    if (this.o.masking && decision.effect === 'allow' && statement.operation === 'copy_out') {
+      const plan = this.planCopyOut(statement);
+      if (typeof plan === 'string') return { statement, decision: copyRefusal(plan) };
+      return { statement, decision, copyOut: plan };
+    }
     return { statement, decision };
+  }
+
+  /**
+   * How the rows of a COPY ... TO STDOUT on a masked target are masked, or why it is refused: binary COPY
+   * (its values cannot carry a placeholder), `COPY (query)` over a relation with rules (its columns cannot be
+   * traced without a RowDescription; SELECT can), a table name that means ruled relations of different shapes.
+   */
+  private planCopyOut(s: StatementClass): CopyOutPlan | string {
+    const shape = describeCopyOut(s.text);
+    if (!shape) return 'this COPY cannot be read';
+    if (shape.format === 'binary') return 'binary COPY ... TO STDOUT is not available on a target with masking; use the text or CSV format';
+    const catalog = this.o.masking!.catalog;
+    if (!shape.relation) {
+      const ruled = s.tables.some((t) => catalog.relationsNamed(t.slice(t.lastIndexOf('.') + 1)).length > 0);
+      return ruled ? 'COPY (query) TO STDOUT over a table with masked columns is not available; use SELECT, or COPY the table itself' : { shape, rules: undefined };
+    }
+    const candidates = catalog.relationsNamed(shape.relation.name, shape.relation.schema);
+    if (candidates.length === 0) return { shape, rules: undefined };
+    const rulesOf = (r: RuledRelation): (ResolvedRule | undefined)[] | undefined => {
+      if (!shape.columns) return r.columns.map((c) => c.rule);
+      const byName = new Map(r.columns.map((c) => [c.name, c.rule]));
+      return shape.columns.every((c) => byName.has(c)) ? shape.columns.map((c) => byName.get(c)) : undefined;
+    };
+    const plans = candidates.map(rulesOf);
+    const first = plans[0];
+    const same = first !== undefined && plans.every((p) => p !== undefined && p.length === first.length && p.every((r, k) => r?.source === first[k]?.source));
+    return same ? { shape, rules: first } : 'this COPY names a table with masked columns ambiguously; qualify it with its schema';
   }
 
   /** Notes what a statement of an allowed simple Query does to the prepared statements, once the server confirms it. */
@@ -326,6 +363,7 @@ export class PostgresRelay {
       const id = ++this.stats.statements;
       this.tracker.open(id, false);
       this.notePrepared(id, s, j.decision);
+      if (j.copyOut) this.copyPlans.set(id, j.copyOut);
       const p = this.record(id, 'simple', s.text, undefined, j.statement, j.decision, !s.readOnly);
       if (p) (durable ??= []).push(p);
     });
@@ -396,6 +434,10 @@ export class PostgresRelay {
     }
     const id = ++this.stats.statements;
     this.tracker.open(id, true);
+    if (this.o.masking && prepared?.statement?.operation === 'copy_out') {
+      const plan = this.planCopyOut(prepared.statement);
+      if (typeof plan !== 'string') this.copyPlans.set(id, plan); // a refusable COPY was refused at its Parse
+    }
     const p = this.record(id, 'extended', prepared?.text ?? '', portal?.params, prepared?.statement, prepared?.decision ?? EMPTY_STATEMENT, !(prepared?.readOnly ?? false));
     return p && { wait: p };
   }
@@ -487,12 +529,24 @@ export class PostgresRelay {
         return body && this.o.masking?.masker.active ? this.o.masking.masker.maskRow(body) : undefined;
       case ServerMessage.rowDescription:
         return this.rowDescription(body);
+      case ServerMessage.copyOutResponse: {
+        const plan = this.copyPlans.get(this.tracker.currentStatementId);
+        if (plan) this.copyOut = { ...plan, headerPending: plan.shape.header };
+        return undefined;
+      }
+      case ServerMessage.copyData:
+        return body && this.copyOut ? this.maskedCopyRow(body) : undefined;
+      case ServerMessage.copyDone:
+        this.copyOut = undefined;
+        return undefined;
       case ServerMessage.noData:
         return this.noData();
       case ServerMessage.noticeResponse:
         return body && this.o.masking ? this.maskedFields(type, body) : undefined;
       case ServerMessage.commandComplete:
         this.o.masking?.masker.endResult();
+        this.copyPlans.delete(this.tracker.currentStatementId);
+        this.copyOut = undefined;
         this.tracker.commandComplete(body ? cstring(body, 0)[0] : '');
         return;
       case ServerMessage.errorResponse: {
@@ -603,12 +657,28 @@ export class PostgresRelay {
     this.querySyncPoints.delete(done);
     if (this.describes.length > 0) this.describes = this.describes.filter((d) => d.syncPoint > done);
     this.o.masking?.masker.endResult();
+    this.copyOut = undefined;
+    if (this.tracker.outstanding === 0) this.copyPlans.clear();
   }
 
   /** An ErrorResponse or NoticeResponse with its texts through the detectors. */
   private maskedFields(type: number, body: Buffer): Buffer {
     const masker = this.o.masking!.masker;
     return encodeServerMessage(type, encodeFieldsBody(decodeFieldList(body).map(([code, value]) => [code, MASKED_FIELDS.has(code) ? masker.maskMessageText(value) : value])));
+  }
+
+  /** One row of COPY TO output, masked (a header line is passed as it is). */
+  private maskedCopyRow(body: Buffer): Buffer {
+    const plan = this.copyOut!;
+    if (plan.headerPending) {
+      plan.headerPending = false;
+      return encodeServerMessage(ServerMessage.copyData, body);
+    }
+    const text = body.toString('utf8');
+    const newline = text.endsWith('\n') ? '\n' : '';
+    const values = splitCopyRow(newline ? text.slice(0, -1) : text, plan.shape);
+    const masked = this.o.masking!.masker.maskValues(values, plan.rules);
+    return encodeServerMessage(ServerMessage.copyData, Buffer.from(joinCopyRow(masked, plan.shape) + newline, 'utf8'));
   }
 
   /** A message made of C strings (after `skip` bytes) with the strings at `indexes` through the detectors. */
@@ -699,12 +769,15 @@ const DDL_TAG = /^(CREATE|ALTER|DROP|SELECT INTO|IMPORT FOREIGN SCHEMA)\b/;
 /** Error and notice fields that may quote a value: message, detail, hint, context, internal query, and the schema, table, column, type and constraint names (RAISE ... USING can put any text there). */
 const MASKED_FIELDS = new Set(['M', 'D', 'H', 'W', 'q', 's', 't', 'c', 'd', 'n']);
 
-/** COPY ... TO STDOUT on a masked target: its rows carry no RowDescription to trace columns by. */
-const COPY_OUT_MASKED: Decision = Object.freeze({
-  effect: 'deny',
-  policies: Object.freeze(['builtin.masking']),
-  reason: 'COPY ... TO STDOUT is not available on a target with masking; use SELECT',
-});
+/** How a masked target's COPY ... TO STDOUT rows are masked: the COPY's shape and each column's rule. */
+interface CopyOutPlan {
+  readonly shape: CopyOutShape;
+  readonly rules: readonly (ResolvedRule | undefined)[] | undefined;
+}
+
+function copyRefusal(reason: string): Decision {
+  return Object.freeze({ effect: 'deny', policies: Object.freeze(['builtin.masking']), reason });
+}
 
 function describePortalMessage(portal: string): Buffer {
   const name = Buffer.from(`P${portal}\0`, 'utf8');

@@ -325,7 +325,9 @@ const ATTEMPTS: readonly Attempt[] = [
   },
 
   // -- COPY -------------------------------------------------------------------------------------------
-  { name: 'COPY people TO STDOUT', sql: 'COPY people TO STDOUT', error: '42501' },
+  { name: 'COPY people TO STDOUT (masked row by row)', sql: 'COPY people TO STDOUT' },
+  { name: 'COPY people (ssn, email, card, salary) TO STDOUT in CSV', sql: "COPY people (ssn, email, card, salary) TO STDOUT WITH (FORMAT csv, DELIMITER '|', QUOTE '''')" },
+  { name: 'COPY public.people TO STDOUT in binary', sql: 'COPY public.people TO STDOUT (FORMAT binary)', error: '42501' },
   { name: 'COPY (SELECT ssn FROM people) TO STDOUT', sql: 'COPY (SELECT ssn FROM people) TO STDOUT', error: '42501' },
   { name: 'COPY (SELECT salary ...) TO STDOUT in binary', sql: 'COPY (SELECT salary FROM people) TO STDOUT (FORMAT binary)', error: '42501' },
 

@@ -168,15 +168,29 @@ describe('masking through real clients', { skip, timeout: 90_000 }, () => {
     assert.ok(s.events.some((e) => e.type === 'statement.end' && (e as { masking?: { unmasked?: boolean } }).masking?.unmasked === true));
   });
 
-  test('COPY ... TO STDOUT is refused on a masked target', async () => {
-    const c = await client('m-copy');
+  test('COPY ... TO STDOUT of a table is masked row by row, in text and CSV; binary COPY and COPY (query) over it are refused', async () => {
+    const text = await psqlRows('m-copy', ['readers'], 'COPY people TO STDOUT');
+    assert.equal(text.length, 2);
+    const first = text[0]!.split('\t');
+    assert.equal(first.length, 7);
+    assert.equal(first[2], '[REDACTED]');
+    assert.ok(first[3]!.endsWith('6789') && !first[3]!.includes('123'), first[3]);
+    assert.match(first[4]!, /^tok_/);
+    assert.equal(first[5], '\\N', 'the null strategy writes NULL');
+    const csv = await psqlRows('m-copy-csv', ['readers'], "COPY people (id, note, email) TO STDOUT WITH (FORMAT csv, HEADER)");
+    assert.equal(csv[0], 'id,note,email');
+    for (const line of csv.slice(1)) assert.ok(!line.includes(EMAIL) && !line.includes(CARD) && !line.includes('bob@example.org'), line);
+    assert.match(csv[1]!, /\[REDACTED\]/);
+
+    const c = await client('m-copy-refused');
     try {
-      const err = await c.query('COPY people TO STDOUT').then(
-        () => assert.fail('expected a refusal'),
-        (e: unknown) => e as Error & { code?: string },
-      );
-      assert.equal(err.code, '42501');
-      assert.match(err.message, /COPY/);
+      for (const sql of ['COPY people TO STDOUT (FORMAT binary)', 'COPY (SELECT ssn FROM people) TO STDOUT']) {
+        const err = await c.query(sql).then(
+          () => assert.fail(`expected a refusal: ${sql}`),
+          (e: unknown) => e as Error & { code?: string },
+        );
+        assert.equal(err.code, '42501', sql);
+      }
     } finally {
       await c.end();
     }

@@ -19,16 +19,26 @@ export interface ResolvedRule {
 /** Runs one catalog query on the target (node-postgres shaped). */
 export type CatalogQuery = (sql: string, params: unknown[]) => Promise<{ rows: Record<string, unknown>[] }>;
 
+/** Every column of the relations that rules name (all of them: COPY writes a table's columns in order). */
 const RULE_COLUMNS_SQL = `
 SELECT c.oid::int8 AS oid, a.attnum::int4 AS attnum, n.nspname, c.relname, a.attname
   FROM pg_catalog.pg_attribute a
   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE a.attnum > 0 AND NOT a.attisdropped
-   AND (n.nspname, c.relname, a.attname) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`;
+   AND (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ ORDER BY c.oid, a.attnum`;
+
+/** A relation with rules: its columns in order, each with its rule if it has one. */
+export interface RuledRelation {
+  readonly schema: string;
+  readonly name: string;
+  readonly columns: readonly { readonly name: string; readonly rule?: ResolvedRule }[];
+}
 
 export class MaskingCatalog {
   private byTable = new Map<number, Map<number, ResolvedRule>>();
+  private relations: RuledRelation[] = [];
   private loading: Promise<void> | undefined;
   private loadedAt = 0;
   private missing: string[] = [];
@@ -46,6 +56,14 @@ export class MaskingCatalog {
   /** The rule of a result column, by its RowDescription table OID and attribute number. */
   lookup(tableOid: number, attnum: number): ResolvedRule | undefined {
     return tableOid === 0 ? undefined : this.byTable.get(tableOid)?.get(attnum);
+  }
+
+  /**
+   * The ruled relations a name may mean: the one of that schema, or for an unqualified name every ruled
+   * relation of that name (the session's search_path is not known here).
+   */
+  relationsNamed(name: string, schema?: string): readonly RuledRelation[] {
+    return this.relations.filter((r) => r.name === name && (schema === undefined || r.schema === schema));
   }
 
   /** Loads the rule map if it was never loaded or is older than `maxAgeMs`. */
@@ -67,20 +85,30 @@ export class MaskingCatalog {
       this.loadedAt = Date.now();
       return;
     }
-    const { rows } = await this.query(RULE_COLUMNS_SQL, [this.rules.map((r) => r.schema), this.rules.map((r) => r.table), this.rules.map((r) => r.column)]);
+    const { rows } = await this.query(RULE_COLUMNS_SQL, [this.rules.map((r) => r.schema), this.rules.map((r) => r.table)]);
     const next = new Map<number, Map<number, ResolvedRule>>();
+    const relations = new Map<number, { schema: string; name: string; columns: { name: string; rule?: ResolvedRule }[] }>();
     const found = new Set<string>();
     for (const row of rows) {
-      const source = `${String(row.nspname)}.${String(row.relname)}.${String(row.attname)}`;
-      const rule = this.rules.find((r) => `${r.schema}.${r.table}.${r.column}` === source);
-      if (!rule) continue;
-      found.add(source);
       const oid = Number(row.oid);
+      const [schema, name, column] = [String(row.nspname), String(row.relname), String(row.attname)];
+      let relation = relations.get(oid);
+      if (!relation) relations.set(oid, (relation = { schema, name, columns: [] }));
+      const source = `${schema}.${name}.${column}`;
+      const rule = this.rules.find((r) => `${r.schema}.${r.table}.${r.column}` === source);
+      if (!rule) {
+        relation.columns.push({ name: column });
+        continue;
+      }
+      found.add(source);
+      const resolved: ResolvedRule = { source, strategy: rule.strategy };
+      relation.columns.push({ name: column, rule: resolved });
       let cols = next.get(oid);
       if (!cols) next.set(oid, (cols = new Map()));
-      cols.set(Number(row.attnum), { source, strategy: rule.strategy });
+      cols.set(Number(row.attnum), resolved);
     }
     this.byTable = next;
+    this.relations = [...relations.values()];
     this.missing = this.rules.map((r) => `${r.schema}.${r.table}.${r.column}`).filter((s) => !found.has(s));
     this.loadedAt = Date.now();
   }

@@ -113,6 +113,34 @@ export class ResultMasker {
     return encodeDataRow(cells); // unchanged rows too: the scanner cut the original out
   }
 
+  /**
+   * One row of COPY TO output, as values: a value with a rule is masked by it, the others go through the
+   * detectors. `rules` follows the row's columns (undefined: no column has a rule).
+   */
+  maskValues(values: readonly (string | null)[], rules: readonly (ResolvedRule | undefined)[] | undefined): (string | null)[] {
+    const row = this.rows++;
+    const out = values.map((v, column) => {
+      if (v === null) return null;
+      const rule = rules?.[column];
+      if (rule) {
+        const c = this.columnCounts.get(rule.source);
+        if (c) c.cells++;
+        else this.columnCounts.set(rule.source, { strategy: rule.strategy, cells: 1 });
+        this.sink?.({ row, column, columnName: rule.source.slice(rule.source.lastIndexOf('.') + 1), source: rule.source, original: v });
+        return rule.strategy === 'hash' ? this.pseudonym(v) : maskValue(v, rule.strategy, { label: 'REDACTED', hashKey: this.hashKey });
+      }
+      if (this.policy.detectors.length === 0) return v;
+      const r = maskTextWith(v, this.detectorSet, this.policy.detectorStrategy, this.hashKey);
+      for (const m of r.matches) {
+        this.detectorCounts.set(m.detector, (this.detectorCounts.get(m.detector) ?? 0) + 1);
+        this.sink?.({ row, column, columnName: `column ${column + 1}`, detector: m.detector, original: v.slice(m.start, m.end) });
+      }
+      return r.text;
+    });
+    if (this.sample.length < SAMPLE_ROWS) this.sample.push(out.map((v) => (v === null ? null : v.length > SAMPLE_CELL_CHARS ? `${v.slice(0, SAMPLE_CELL_CHARS)}…` : v)));
+    return out;
+  }
+
   /** Free text the server sends (error and notice fields): detectors only. */
   maskMessageText(text: string): string {
     if (this.policy.detectors.length === 0) return text;
