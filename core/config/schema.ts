@@ -129,6 +129,8 @@ export const PostgresTargetSchema = z
     tls: UpstreamTlsSchema.default({ mode: 'disable' }),
     /** Masking of results; absent: results are relayed as the server sends them. */
     masking: MaskingConfigSchema.optional(),
+    /** How statements held for approval behave on this target; defaults to approvals.mode. */
+    approvalMode: z.enum(['wait', 'async']).optional(),
   })
   .strict();
 
@@ -172,6 +174,55 @@ export const PolicySchema = z
   })
   .strict();
 
+export const ApproverSchema = z
+  .object({
+    /** Stable identity of the person (e-mail address or their OIDC subject); recorded with each vote. */
+    id: z.string().min(1),
+    /** Approver groups this person belongs to (as named in policies' @approvers). */
+    groups: z.array(z.string().min(1)).min(1),
+    /** Slack member id (U… or W…): the only way a Slack click maps to an approver. */
+    slackUserId: z
+      .string()
+      .regex(/^[UW][A-Z0-9]{2,}$/, 'must be a Slack member id such as U0123ABCD')
+      .optional(),
+    /** This person's own agent identities: requests from them cannot be approved by them. */
+    identities: z.array(z.object({ issuer: z.string().min(1), subject: z.string().min(1) }).strict()).default([]),
+  })
+  .strict();
+
+export const ApprovalsSchema = z
+  .object({
+    /** `wait`: the statement is held until decided; `async`: refused at once, runnable once after approval. */
+    mode: z.enum(['wait', 'async']).default('wait'),
+    /** A request nobody decides within this time is denied as expired. */
+    timeoutSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
+    /** Async mode: how long after approval the statement may be run (once). */
+    grantTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(3600),
+    /** Progress notices to a waiting agent, every this many seconds. */
+    noticeIntervalSeconds: z.number().int().min(1).max(3600).default(30),
+    approvers: z.array(ApproverSchema).default([]),
+    slack: z
+      .object({
+        /** Approver group → Slack channel id that receives its requests. */
+        channels: z.record(z.string().min(1), z.string().regex(/^[CG][A-Z0-9]{2,}$/, 'must be a Slack channel id such as C0123ABCD')).default({}),
+      })
+      .strict()
+      .default({ channels: {} }),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    const ids = new Set<string>();
+    const slackIds = new Set<string>();
+    a.approvers.forEach((ap, i) => {
+      if (ids.has(ap.id)) ctx.addIssue({ code: 'custom', path: ['approvers', i, 'id'], message: `duplicate approver '${ap.id}'` });
+      ids.add(ap.id);
+      if (ap.slackUserId !== undefined) {
+        if (slackIds.has(ap.slackUserId)) ctx.addIssue({ code: 'custom', path: ['approvers', i, 'slackUserId'], message: `Slack member ${ap.slackUserId} is mapped twice` });
+        slackIds.add(ap.slackUserId);
+      }
+    });
+  });
+
 export const EmbeddedSchema = z
   .object({
     /** Start the demo PostgreSQL target `demo` from the machine's PostgreSQL binaries. */
@@ -199,6 +250,7 @@ export const WardenConfigSchema = z
     targets: z.array(TargetSchema).default([]),
     audit: AuditSchema.default(AuditSchema.parse({})),
     policy: PolicySchema.default(PolicySchema.parse({})),
+    approvals: ApprovalsSchema.default(ApprovalsSchema.parse({})),
     embedded: EmbeddedSchema.default(EmbeddedSchema.parse({})),
   })
   .strict()
@@ -218,6 +270,7 @@ export type PostgresTarget = z.infer<typeof PostgresTargetSchema>;
 export type Target = z.infer<typeof TargetSchema>;
 export type MaskingConfig = z.infer<typeof MaskingConfigSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;
+export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
 export type IssuerConfig = z.infer<typeof IssuerSchema>;
 
 export class ConfigInvalidError extends Error {
