@@ -174,6 +174,55 @@ export interface VaultRevealFields {
   reason?: string;
 }
 
+/** A held statement's approval request was created (in the agent's session, linked to its statement). */
+export interface ApprovalRequestedFields {
+  approvalId: string;
+  statementId: number;
+  mode: 'wait' | 'async';
+  /** Groups that may approve, and how many approvals are needed. */
+  approvers: string[];
+  approvals: number;
+  policies: string[];
+  /** The agent's stated reason, if any. */
+  reason?: string;
+  expiresAt: string;
+}
+
+/**
+ * An approver's vote, accepted or refused (AU-10: who approved what). In the agent's session when the
+ * proxy learns the outcome; in the operators' trail when cast with `warden approvals`.
+ */
+export interface ApprovalVoteFields {
+  approvalId: string;
+  approverId: string;
+  choice: 'approve' | 'deny';
+  /** 'cli', 'slack'. */
+  channel: string;
+  at: string;
+  reason?: string;
+  /** Set when the vote did not count: unknown_approver, not_in_group, self_approval, closed, expired, reason_required, duplicate. */
+  refused?: string;
+  /** Who asked (for the operators' trail, where the agent's session is elsewhere). */
+  requester?: { issuer: string; subject: string };
+  recordSessionId?: string;
+}
+
+/** The request closed: approved (threshold met), denied, expired or withdrawn. */
+export interface ApprovalClosedFields {
+  approvalId: string;
+  statementId: number;
+  status: 'approved' | 'denied' | 'expired' | 'withdrawn';
+  decidedAt: string;
+  outcomeReason?: string;
+  votes: { approverId: string; choice: 'approve' | 'deny'; at: string; channel: string; reason?: string }[];
+}
+
+/** An approved statement was forwarded to the target (wait mode at once; async mode when its grant is used). */
+export interface ApprovalExecutedFields {
+  approvalId: string;
+  statementId: number;
+}
+
 /** Fields per event type; the single source for the unions below. */
 export interface AuditEventFieldMap {
   'session.start': SessionStartFields;
@@ -185,6 +234,10 @@ export interface AuditEventFieldMap {
   'session.end': SessionEndFields;
   seal: SealFields;
   'vault.reveal': VaultRevealFields;
+  'approval.requested': ApprovalRequestedFields;
+  'approval.vote': ApprovalVoteFields;
+  'approval.closed': ApprovalClosedFields;
+  'approval.executed': ApprovalExecutedFields;
 }
 
 export type AuditEventType = keyof AuditEventFieldMap;
@@ -199,6 +252,10 @@ export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
   'session.end',
   'seal',
   'vault.reveal',
+  'approval.requested',
+  'approval.vote',
+  'approval.closed',
+  'approval.executed',
 ];
 
 export interface ChainFields {
