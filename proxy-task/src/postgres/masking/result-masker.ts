@@ -15,7 +15,7 @@ import { maskValue } from '../../../../core/masking/strategies.ts';
 import type { Detector, MaskingPolicy, MaskingSummary, MaskStrategy } from '../../../../core/masking/vocabulary.ts';
 import type { VaultCell } from '../../../../core/masking/forensic-vault.ts';
 import type { MaskingCatalog, ResolvedRule } from './masking-catalog.ts';
-import { decodeDataRowCells, encodeDataRow, JSONB_TYPE, TEXT_LIKE_TYPES, type FieldDescription } from './result-messages.ts';
+import { JSONB_TYPE, TEXT_LIKE_TYPES, type FieldDescription } from './result-messages.ts';
 
 /** A masked cell's original, for the forensic vault. */
 export type MaskedCell = VaultCell;
@@ -43,6 +43,9 @@ export class ResultMasker {
   private readonly detectorSet: number;
   /** Pseudonyms of recent values: a keyed hash costs microseconds, and results repeat values. */
   private readonly pseudonyms = new Map<string, string>();
+  /** Where each cell of the current DataRow starts in its body, and its length (-1: NULL); reused. */
+  private starts = new Int32Array(16);
+  private lengths = new Int32Array(16);
 
   constructor(
     private readonly policy: MaskingPolicy,
@@ -90,27 +93,90 @@ export class ResultMasker {
     this.plan = null;
   }
 
-  /** A DataRow body: the DataRow message to send in its place. */
+  /**
+   * A DataRow body: the DataRow message to send in its place. Cells are looked at in place (offsets into
+   * the body); only the cells that change are turned into new bytes, and the row is written once, with
+   * the untouched cells copied as they came.
+   */
   maskRow(body: Buffer): Buffer {
     const plan = this.plan;
-    const cells = decodeDataRowCells(body);
-    const row = this.rows++;
-    let changed = false;
-    if (plan) {
-      for (let i = 0; i < cells.length && i < plan.length; i++) {
-        const p = plan[i]!;
-        if (p.kind === 'none') continue;
-        const cell = cells[i]!;
-        if (cell === null) continue;
-        const next = p.kind === 'rule' ? this.applyRule(p, cell, row, i) : this.detect(p, cell, row, i);
-        if (next !== cell) {
-          cells[i] = next;
-          changed = true;
-        }
+    const n = body.readInt16BE(0);
+    if (this.starts.length < n) {
+      this.starts = new Int32Array(n * 2);
+      this.lengths = new Int32Array(n * 2);
+    }
+    const { starts, lengths } = this;
+    let at = 2;
+    for (let i = 0; i < n; i++) {
+      const len = body.readInt32BE(at);
+      at += 4;
+      starts[i] = at;
+      lengths[i] = len;
+      if (len > 0) {
+        if (at + len > body.length) throw new RangeError('DataRow: cell runs past the message');
+        at += len;
       }
     }
-    if (this.sample.length < SAMPLE_ROWS) this.sample.push(cells.map((c, i) => sampleCell(c, this.formats[i] ?? 0)));
-    return encodeDataRow(cells); // unchanged rows too: the scanner cut the original out
+    const row = this.rows++;
+    let replaced: (Buffer | null | undefined)[] | undefined;
+    if (plan) {
+      const m = Math.min(n, plan.length);
+      for (let i = 0; i < m; i++) {
+        const p = plan[i]!;
+        if (p.kind === 'none' || lengths[i]! < 0) continue;
+        const cell = body.subarray(starts[i]!, starts[i]! + lengths[i]!);
+        const next = p.kind === 'rule' ? this.applyRule(p, cell, row, i) : this.detect(p, cell, row, i);
+        if (next !== cell) (replaced ??= new Array(n))[i] = next;
+      }
+    }
+    if (this.sample.length < SAMPLE_ROWS) {
+      this.sample.push(
+        Array.from({ length: n }, (_, i) => {
+          const r = replaced?.[i];
+          const cell = r !== undefined ? r : lengths[i]! < 0 ? null : body.subarray(starts[i]!, starts[i]! + lengths[i]!);
+          return sampleCell(cell, this.formats[i] ?? 0);
+        }),
+      );
+    }
+    if (replaced === undefined) {
+      // Unchanged: the same bytes behind a header (the scanner cut the original out of the stream).
+      const out = Buffer.allocUnsafe(5 + body.length);
+      out[0] = 0x44;
+      out.writeInt32BE(4 + body.length, 1);
+      body.copy(out, 5);
+      return out;
+    }
+    let size = 4 + 2;
+    for (let i = 0; i < n; i++) {
+      const r = replaced[i];
+      size += 4 + (r === undefined ? Math.max(0, lengths[i]!) : r === null ? 0 : r.length);
+    }
+    const out = Buffer.allocUnsafe(1 + size);
+    out[0] = 0x44;
+    out.writeInt32BE(size, 1);
+    out.writeInt16BE(n, 5);
+    let to = 7;
+    for (let i = 0; i < n; i++) {
+      const r = replaced[i];
+      if (r === undefined) {
+        // Untouched cells, copied together with their length words up to the next replaced cell.
+        let j = i;
+        while (j + 1 < n && replaced[j + 1] === undefined) j++;
+        const from = starts[i]! - 4;
+        const end = starts[j]! + Math.max(0, lengths[j]!);
+        body.copy(out, to, from, end);
+        to += end - from;
+        i = j;
+      } else if (r === null) {
+        out.writeInt32BE(-1, to);
+        to += 4;
+      } else {
+        out.writeInt32BE(r.length, to);
+        r.copy(out, to + 4);
+        to += 4 + r.length;
+      }
+    }
+    return out;
   }
 
   /**
