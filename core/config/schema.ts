@@ -112,6 +112,12 @@ export const MaskingConfigSchema = z
     detectorStrategy: maskStrategy.default('redact'),
     /** Agents in these groups see values unmasked (recorded in the audit trail as such). */
     unmaskedGroups: z.array(z.string().min(1)).default([]),
+    /**
+     * Refuse statements that use a ruled column where masking cannot follow it (inside an expression, a
+     * set operation, a copy into another table, a range filter): see core/masking/confinement.ts. Turning
+     * it off leaves such values to the content detectors only.
+     */
+    strict: z.boolean().default(true),
   })
   .strict();
 

@@ -8,7 +8,7 @@ export const PEOPLE_RULES = [
 ] as const;
 
 /** The `appdb` target on `port` with PEOPLE_RULES (plus `extraRules`) and all detectors. */
-export function maskedTarget(port: number, o: { extraRules?: readonly { column: string; strategy: string }[]; unmaskedGroups?: string[] } = {}): Record<string, unknown> {
+export function maskedTarget(port: number, o: { extraRules?: readonly { column: string; strategy: string }[]; unmaskedGroups?: string[]; strict?: boolean } = {}): Record<string, unknown> {
   return {
     name: 'appdb',
     kind: 'postgres',
@@ -20,6 +20,7 @@ export function maskedTarget(port: number, o: { extraRules?: readonly { column: 
       columns: [...PEOPLE_RULES, ...(o.extraRules ?? [])],
       detectors: 'all',
       ...(o.unmaskedGroups ? { unmaskedGroups: o.unmaskedGroups } : {}),
+      ...(o.strict !== undefined ? { strict: o.strict } : {}),
     },
   };
 }

@@ -214,6 +214,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
         catalog: targetMasking.catalog,
         vault: ctx.vault,
         meta: { sessionId, target: target.name, principal: { issuer: principal.issuer, subject: principal.subject } },
+        ...(targetMasking.confinement ? { confinement: targetMasking.confinement } : {}),
       };
     }
 

@@ -25,6 +25,7 @@ import type { MaskingCatalog, ResolvedRule, RuledRelation } from './masking/mask
 import { joinCopyRow, splitCopyRow } from './masking/copy-rows.ts';
 import { describeCopyOut, type CopyOutShape } from '../../../core/sql/copy-statement.ts';
 import type { ResultMasker } from './masking/result-masker.ts';
+import type { MaskingConfinement } from '../../../core/masking/confinement.ts';
 import type { MaskingSummary } from '../../../core/masking/vocabulary.ts';
 import type { ForensicVault, VaultCell, VaultRecordWriter } from '../../../core/masking/forensic-vault.ts';
 import { decodeRowDescription } from './masking/result-messages.ts';
@@ -61,6 +62,8 @@ export interface SessionMasking {
   vault: ForensicVault;
   /** Who the records are about. */
   meta: { sessionId: string; target: string; principal: { issuer: string; subject: string } };
+  /** Strict masking: statements that would take a ruled column out of masking's sight are refused. */
+  confinement?: MaskingConfinement;
 }
 
 export interface RelayStats {
@@ -302,6 +305,17 @@ export class PostgresRelay {
       if (prepared) statement = executeOfPrepared(s, prepared);
     }
     const decision = this.o.decider.decideStatement(this.o.principal, this.o.target, statement);
+    const confinement = this.o.masking?.confinement;
+    if (confinement && decision.effect !== 'deny') {
+      const procedural = statement.operation === 'procedural' || statement.risks.includes('do_block') || statement.risks.includes('dynamic_sql');
+      const breach = confinement.check(s.text, bareNames(statement.tables), procedural);
+      if (breach) {
+        return {
+          statement,
+          decision: maskingRefusal(`masked column ${breach.column} ${breach.use}; on target "${this.o.target.name}" a masked column may only be selected as it is, or compared with = / IN / IS NULL`),
+        };
+      }
+    }
     if (this.o.masking && decision.effect === 'allow' && statement.operation === 'copy_out') {
       const plan = this.planCopyOut(statement);
       if (typeof plan === 'string') return { statement, decision: copyRefusal(plan) };
@@ -664,7 +678,17 @@ export class PostgresRelay {
   /** An ErrorResponse or NoticeResponse with its texts through the detectors. */
   private maskedFields(type: number, body: Buffer): Buffer {
     const masker = this.o.masking!.masker;
-    return encodeServerMessage(type, encodeFieldsBody(decodeFieldList(body).map(([code, value]) => [code, MASKED_FIELDS.has(code) ? masker.maskMessageText(value) : value])));
+    const fields = decodeFieldList(body);
+    // A constraint violation on a table with rules quotes its values positionally ("Failing row contains
+    // (1, null, 123457, ...)", "Key (salary)=(123457)"): no rule can follow a value there, so they are withheld.
+    const table = fields.find(([code]) => code === 't')?.[1];
+    const withhold = table !== undefined && masker.hasRulesFor(table);
+    return encodeServerMessage(
+      type,
+      encodeFieldsBody(
+        fields.map(([code, value]) => [code, withhold && code === 'D' ? withheldDetail(value, table!) : MASKED_FIELDS.has(code) ? masker.maskMessageText(value) : value]),
+      ),
+    );
   }
 
   /** One row of COPY TO output, masked (a header line is passed as it is). */
@@ -777,6 +801,24 @@ interface CopyOutPlan {
 
 function copyRefusal(reason: string): Decision {
   return Object.freeze({ effect: 'deny', policies: Object.freeze(['builtin.masking']), reason });
+}
+
+/** The DETAIL of an error on a table with rules, with the values it quotes withheld. */
+function withheldDetail(detail: string, table: string): string {
+  const note = `values withheld: table "${table}" has masked columns`;
+  if (/^Failing row contains \(/.test(detail)) return `Failing row contains (${note}).`;
+  const key = /^Key \((.*?)\)=\(/s.exec(detail);
+  if (key) return `Key (${key[1]})=(${note}) ${/\) (already exists|is not present in table .*|conflicts with .*)\.?$/s.exec(detail)?.[1] ?? ''}`.trimEnd() + '.';
+  return /=\(|\(.*,.*\)/s.test(detail) ? note : detail;
+}
+
+function maskingRefusal(reason: string): Decision {
+  return Object.freeze({ effect: 'deny', policies: Object.freeze(['builtin.masking-strict']), reason });
+}
+
+/** `public.people` → `people`: the confinement check matches tables by bare name. */
+function bareNames(tables: readonly string[]): string[] {
+  return tables.map((t) => t.slice(t.lastIndexOf('.') + 1).replace(/^"|"$/g, ''));
 }
 
 function describePortalMessage(portal: string): Buffer {

@@ -33,7 +33,8 @@ describe('masking through real clients', { skip, timeout: 90_000 }, () => {
     await server.createDatabase('appdb', TARGET_USER);
     w = await startTestWarden({
       pg: server,
-      config: { targets: [maskedTarget(server.port, { unmaskedGroups: ['pii-readers'] })] },
+      // Detectors over expressions are what this file shows; strict masking (the default) is in adversarial.test.ts.
+      config: { targets: [maskedTarget(server.port, { unmaskedGroups: ['pii-readers'], strict: false })] },
     });
     await server.psql(
       `CREATE TABLE people (id int PRIMARY KEY, name text, email text, ssn text, card text, salary int, note text);

@@ -215,6 +215,11 @@ export class ResultMasker {
     return r.text ?? '';
   }
 
+  /** Whether a table (bare name, any schema) has column rules. */
+  hasRulesFor(table: string): boolean {
+    return this.policy.columns.some((c) => c.table === table);
+  }
+
   /** What was masked since the last call (the statement's evidence); undefined when nothing was. */
   takeSummary(): MaskingSummary | undefined {
     this.rows = 0;

@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { dirname } from 'node:path';
 import pg from 'pg';
 import type { PostgresTarget } from '../../../../core/config/schema.ts';
+import { MaskingConfinement } from '../../../../core/masking/confinement.ts';
 import { maskingPolicyOf } from '../../../../core/masking/masking-policy.ts';
 import type { MaskingPolicy } from '../../../../core/masking/vocabulary.ts';
 import type { SecretStore } from '../../../../core/secrets/secret-store.ts';
@@ -17,6 +18,8 @@ export interface TargetMasking {
   readonly catalog: MaskingCatalog;
   /** The keyed-hash strategy's key for this target (equal values give equal pseudonyms within the target). */
   readonly hashKey: Uint8Array;
+  /** Strict masking's check of each statement; undefined when `masking.strict` is off. */
+  readonly confinement: MaskingConfinement | undefined;
   close(): Promise<void>;
 }
 
@@ -57,6 +60,7 @@ export function createTargetMasking(target: PostgresTarget, secrets: SecretStore
     policy,
     catalog,
     hashKey: createHmac('sha256', maskingKey).update(`warden-masking:${target.name}`).digest(),
+    confinement: target.masking.strict ? new MaskingConfinement(policy.columns) : undefined,
     close: async () => {
       const c = client;
       client = undefined;
