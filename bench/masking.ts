@@ -1,7 +1,8 @@
 /**
  * What masking costs on a large result: a 1,000,000-row result of realistic rows (name, email, SSN, card
  * number, phone, free text) read with psql directly, through Warden with masking off, and through Warden
- * with two masked columns (email: hash, ssn: partial) and every content detector on.
+ * with two masked columns (email: hash, ssn: partial) and every content detector on; then the same with
+ * email redacted instead of hashed (no keyed hash per row), and with the two rules but no detectors.
  *
  *   node --import tsx bench/masking.ts [--rows 1000000] [--repeat 3] [--json out.json]
  *
@@ -11,7 +12,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { cleanEnv, killLiveChildren, runOk, waitQuiet } from './lib/proc.ts';
+import { cleanEnv, killLiveChildren, runBenchMain, runOk, waitQuiet } from './lib/proc.ts';
 import { startBenchTarget } from './lib/target.ts';
 import { BENCH_CREDENTIAL, startBenchWarden, type BenchWarden } from './lib/warden.ts';
 
@@ -70,6 +71,28 @@ async function main(): Promise<void> {
               detectors: 'all',
             },
           },
+          {
+            name: 'masked-redact',
+            ...base,
+            masking: {
+              columns: [
+                { column: 'public.people.email', strategy: 'redact' },
+                { column: 'public.people.ssn', strategy: 'partial' },
+              ],
+              detectors: 'all',
+            },
+          },
+          {
+            name: 'masked-rules-only',
+            ...base,
+            masking: {
+              columns: [
+                { column: 'public.people.email', strategy: 'redact' },
+                { column: 'public.people.ssn', strategy: 'partial' },
+              ],
+              detectors: 'none',
+            },
+          },
         ],
       },
     });
@@ -77,6 +100,8 @@ async function main(): Promise<void> {
       { name: 'direct', host: target.host, port: target.port, user: target.user, password: target.password, database: target.database },
       { name: 'warden, masking off', host: warden.host, port: warden.port, user: warden.user, password: warden.token, database: 'plain' },
       { name: 'warden, masking on', host: warden.host, port: warden.port, user: warden.user, password: warden.token, database: 'masked' },
+      { name: 'warden, redact not hash', host: warden.host, port: warden.port, user: warden.user, password: warden.token, database: 'masked-redact' },
+      { name: 'warden, rules only', host: warden.host, port: warden.port, user: warden.user, password: warden.token, database: 'masked-rules-only' },
     ];
     const results: Record<string, { rowsPerSecond: number[]; peakRssMb: number[]; baselineRssMb: number[] }> = {};
     for (let r = 0; r < R; r++) {
@@ -122,8 +147,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  log(String(err instanceof Error ? err.stack : err));
-  killLiveChildren();
-  process.exit(1);
-});
+runBenchMain(main);

@@ -26,7 +26,7 @@ import type { TargetRef } from '../core/policy/decision.ts';
 import { classifySql, initSqlParser } from '../core/sql/classify.ts';
 import { runPgbench, type Endpoint } from './lib/pgbench-run.ts';
 import { CpuMonitor } from './lib/cpu-monitor.ts';
-import { cleanEnv, killLiveChildren, runOk, waitQuiet } from './lib/proc.ts';
+import { cleanEnv, killLiveChildren, runBenchMain, runOk, waitQuiet } from './lib/proc.ts';
 import { startBenchTarget } from './lib/target.ts';
 import { DEFAULT_POLICY_DIR, startBenchWarden, type BenchWarden } from './lib/warden.ts';
 
@@ -180,8 +180,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  log(String(err instanceof Error ? err.stack : err));
-  killLiveChildren();
-  process.exit(1);
-});
+runBenchMain(main);

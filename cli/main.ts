@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { configPath, loadConfigFile, type LoadedConfig } from '../adapters/local/config-file.ts';
 import { ConfigInvalidError } from '../core/config/schema.ts';
+import { registerApprovalCommands } from './commands/approvals.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerPolicyCommands } from './commands/policy.ts';
 import { registerTokenCommand } from './commands/token.ts';
@@ -25,6 +26,7 @@ registerTokenCommand(program, getConfig);
 registerAuditCommands(program, () => getConfig().auditDir, () => getConfig().stateDir);
 registerPolicyCommands(program, getConfig);
 registerVaultCommands(program, getConfig);
+registerApprovalCommands(program, getConfig);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigInvalidError) process.stderr.write(`${err.message}\n`);

@@ -150,3 +150,12 @@ export async function waitQuiet(threshold: number, timeoutMs: number, log: (m: s
     await sleep(3000);
   }
 }
+
+/** Runs a bench script's main: a failure is printed with its stack, children are killed, exit 1. */
+export function runBenchMain(main: () => Promise<void>): void {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${String(err instanceof Error ? err.stack : err)}\n`);
+    killLiveChildren();
+    process.exit(1);
+  });
+}

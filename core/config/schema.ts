@@ -201,7 +201,7 @@ export const ApprovalsSchema = z
     /** `wait`: the statement is held until decided; `async`: refused at once, runnable once after approval. */
     mode: z.enum(['wait', 'async']).default('wait'),
     /** A request nobody decides within this time is denied as expired. */
-    timeoutSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(900),
+    timeoutSeconds: z.number().int().min(1).max(7 * 24 * 3600).default(900),
     /** Async mode: how long after approval the statement may be run (once). */
     grantTtlSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(3600),
     /** Progress notices to a waiting agent, every this many seconds. */

@@ -2,7 +2,7 @@
  * Owns the libpg-query WASM module: load it once, then parse synchronously.
  * Offsets in everything returned here are UTF-8 byte offsets into the input.
  */
-import { loadModule, parsePlPgSQLSync, parseSync, scanSync } from 'libpg-query';
+import { fingerprintSync, loadModule, parsePlPgSQLSync, parseSync, scanSync } from 'libpg-query';
 import type { ParseResult, ScanToken } from 'libpg-query';
 
 let ready = false;
@@ -42,4 +42,14 @@ export function parsePlpgsql(stmtText: string): unknown {
 export function scanSql(sql: string): ScanToken[] {
   assertReady();
   return scanSync(sql).tokens;
+}
+
+/** libpg-query's fingerprint: equal for texts that differ only in literals, comments and spacing. */
+export function fingerprintSql(sql: string): string {
+  assertReady();
+  try {
+    return fingerprintSync(sql);
+  } catch {
+    return 'unparsed';
+  }
 }

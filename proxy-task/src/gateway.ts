@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { approvalsDir, LocalApprovalService, LocalApprovalStore, newApprovalId } from '../../adapters/local/approval-files.ts';
 import { createSecureContext } from 'node:tls';
 import type { IssuerConfig, PostgresTarget } from '../../core/config/schema.ts';
 import type { StatementDecider } from '../../core/policy/decision.ts';
@@ -161,6 +162,11 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       upstreamCa,
       masking,
       ...(vault ? { vault } : {}),
+      approvals: {
+        service: new LocalApprovalService({ store: new LocalApprovalStore({ dir: approvalsDir(stateDir) }), grantTtlMs: config.approvals.grantTtlSeconds * 1000 }),
+        newId: newApprovalId,
+        config: config.approvals,
+      },
     });
     const postgres = await listener.listen(pg.host, opts.postgresPort ?? pg.port);
     cleanups.push(() => listener.close());

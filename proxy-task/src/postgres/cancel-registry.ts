@@ -12,6 +12,8 @@ export interface CancelTarget {
   tls: UpstreamTls;
   backendPid: number;
   backendSecret: number;
+  /** Handles the cancel in Warden first (a statement held for approval); true: nothing to forward. */
+  intercept?: () => boolean;
 }
 
 interface Entry extends CancelTarget {
@@ -29,6 +31,12 @@ export class CancelRegistry {
     const secret = randomBytes(4);
     this.entries.set(processId, { ...target, secret });
     return { processId, secretKey: secret.readInt32BE(0) };
+  }
+
+  /** Lets the session answer its cancels first (see CancelTarget.intercept). */
+  intercept(processId: number, fn: () => boolean): void {
+    const e = this.entries.get(processId);
+    if (e) e.intercept = fn;
   }
 
   unregister(processId: number): void {

@@ -32,6 +32,10 @@ import { PostgresRelay, type SessionMasking } from './relay.ts';
 import { setsForbiddenSetting } from './startup-options.ts';
 import { seesUnmasked } from '../../../core/masking/masking-policy.ts';
 import { ResultMasker } from './masking/result-masker.ts';
+import { HeldStatements } from './held-statements.ts';
+import type { ApprovalService } from '../../../core/approval/approval-service.ts';
+import type { ApprovalId } from '../../../core/approval/approval-request.ts';
+import type { ApprovalsConfig } from '../../../core/config/schema.ts';
 import type { ForensicVault } from '../../../core/masking/forensic-vault.ts';
 import { CATALOG_MAX_AGE_MS, type TargetMasking } from './masking/target-masking.ts';
 import { unsafeParameterStatus } from './lexical-settings.ts';
@@ -60,6 +64,8 @@ export interface SessionContext {
   masking?: ReadonlyMap<string, TargetMasking>;
   /** Where masked originals are sealed (needed when any target masks). */
   vault?: ForensicVault;
+  /** Where statements held for approval go; absent: they are refused, naming who would approve. */
+  approvals?: { service: ApprovalService; newId: () => ApprovalId; config: ApprovalsConfig };
   onSessionStart?: (s: { shutdown(message: string): void }) => () => void;
   /** Receives each session's final audit write, so shutdown can wait for every trail to be sealed. */
   trackEnd?: (sealed: Promise<unknown>) => void;
@@ -260,6 +266,22 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     reader.detach();
     const sessionAudit = audit;
     let unregister: (() => void) | undefined;
+    const held = ctx.approvals
+      ? new HeldStatements({
+          service: ctx.approvals.service,
+          newId: ctx.approvals.newId,
+          mode: target.approvalMode ?? ctx.approvals.config.mode,
+          timeoutMs: ctx.approvals.config.timeoutSeconds * 1000,
+          grantTtlMs: ctx.approvals.config.grantTtlSeconds * 1000,
+          noticeIntervalMs: ctx.approvals.config.noticeIntervalSeconds * 1000,
+          sessionId,
+          principal,
+          target: targetRef,
+          audit: sessionAudit,
+          toClient: (m) => socket.write(m),
+          log: slog,
+        })
+      : undefined;
     const relay = new PostgresRelay({
       client: socket,
       upstream: upstream.socket,
@@ -272,6 +294,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       durableBeforeForward: ctx.durableBeforeForward,
       ...(masking ? { masking } : {}),
       ...(unmaskedBy ? { unmaskedBy } : {}),
+      ...(held ? { held } : {}),
       log: slog,
       onEnd: (reason, stats) => {
         ctx.cancels.unregister(key.processId);
@@ -281,6 +304,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
         slog.info('session ended', { reason, statements: stats.statements });
       },
     });
+    ctx.cancels.intercept(key.processId, () => relay.cancelHeld());
     unregister = ctx.onSessionStart?.(relay);
     slog.info('session started', { subject: principal.subject, target: target.name });
     relay.start();
@@ -334,6 +358,7 @@ async function forwardCancel(ctx: SessionContext, processId: number, secretKey: 
   const target = ctx.cancels.resolve(processId, secretKey);
   // An unknown key gets no answer, exactly like PostgreSQL: nothing to learn from probing.
   if (!target) return;
+  if (target.intercept?.()) return; // a statement held for approval: withdrawn, nothing runs on the server
   try {
     await sendCancel(target, target.backendPid, target.backendSecret);
   } catch (err) {

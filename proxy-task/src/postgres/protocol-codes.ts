@@ -77,4 +77,5 @@ export const SqlState = {
   invalidCatalogName: '3D000',
   internalError: 'XX000',
   featureNotSupported: '0A000',
+  queryCanceled: '57014',
 } as const;

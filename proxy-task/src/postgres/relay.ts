@@ -26,6 +26,8 @@ import { joinCopyRow, splitCopyRow } from './masking/copy-rows.ts';
 import { describeCopyOut, type CopyOutShape } from '../../../core/sql/copy-statement.ts';
 import type { ResultMasker } from './masking/result-masker.ts';
 import type { MaskingConfinement } from '../../../core/masking/confinement.ts';
+import type { HeldStatements, HoldResult } from './held-statements.ts';
+import type { NoticeFields } from './backend-messages.ts';
 import type { MaskingSummary } from '../../../core/masking/vocabulary.ts';
 import type { ForensicVault, VaultCell, VaultRecordWriter } from '../../../core/masking/forensic-vault.ts';
 import { decodeRowDescription } from './masking/result-messages.ts';
@@ -51,6 +53,8 @@ export interface RelayOptions {
   masking?: SessionMasking;
   /** The agent's group that lets it see this masked target unmasked: recorded with every statement. */
   unmaskedBy?: string;
+  /** Statements held for approval (absent: held statements are refused, naming who would approve). */
+  held?: HeldStatements;
   log: Logger;
   onEnd: (reason: SessionEndReason, stats: RelayStats) => void;
 }
@@ -76,7 +80,16 @@ export interface RelayStats {
  * What to do with a client message once inspected: forward it (undefined), or forward `send` instead
  * (null: nothing), after `wait` settles when given (an audit record that must be durable first).
  */
-type Step = undefined | { wait?: Promise<void>; send?: Buffer | null };
+type Step =
+  | undefined
+  | {
+      wait?: Promise<void>;
+      send?: Buffer | null;
+      /** Once `wait` settles: what to do instead (a held statement's outcome decides). */
+      then?: () => Step;
+      /** `wait` is a human's decision: the client is not paused meanwhile, so a disconnect is seen. */
+      held?: boolean;
+    };
 
 /** A statement as the audit trail records it and the decider judged it. */
 interface Judged {
@@ -205,28 +218,7 @@ export class PostgresRelay {
     this.busy = true;
     try {
       for (let m = this.o.framer.next(); m; m = this.o.framer.next()) {
-        const step = this.clientMessage(m);
-        if (!step) {
-          this.forward(m.raw);
-          continue;
-        }
-        const send = step.send === undefined ? m.raw : step.send;
-        if (!step.wait) {
-          if (send) this.forward(send);
-          continue;
-        }
-        this.flushOut();
-        this.hold('audit');
-        step.wait.then(
-          () => {
-            this.release('audit');
-            if (send) this.forward(send);
-            this.busy = false;
-            this.pump();
-          },
-          (err: unknown) => this.failClosed(err),
-        );
-        return;
+        if (this.runStep(this.clientMessage(m), m.raw)) return; // resumed when the step's wait settles
       }
     } catch (err) {
       this.protocolError(err);
@@ -363,12 +355,38 @@ export class PostgresRelay {
 
   private query(text: string): Step {
     const classification = classifySql(text);
-    const judged = classification.statements.map((s) => this.decideOne(s));
+    const judged: { statement: StatementClass; decision: Decision; copyOut?: CopyOutPlan }[] = classification.statements.map((s) => this.decideOne(s));
     const refused = refusalAmong(judged, (j) => j.decision);
-    if (refused) {
-      const items = judged.map((j, k): Judged => ({ text: classification.statements[k]!.text, params: undefined, statement: j.statement, decision: j.decision }));
-      return this.refuse('simple', items, refused.decision);
+    if (refused?.decision.effect === 'approval' && this.o.held) {
+      const k = judged.indexOf(refused);
+      if (judged.filter((j) => j.decision.effect === 'approval').length > 1) {
+        const one = { ...refused.decision, effect: 'deny' as const, reason: 'only one statement at a time can wait for approval: send each held statement on its own' };
+        return this.refuse('simple', this.judgedItems(classification, judged, k, one), one);
+      }
+      let outcome: HoldResult | undefined;
+      const wait = this.o.held
+        .hold({ text: classification.statements[k]!.text, params: undefined, statement: refused.statement, decision: refused.decision, statementId: this.stats.statements + 1 + k })
+        .then((r) => void (outcome = r));
+      return {
+        wait,
+        held: true,
+        then: () => {
+          if (outcome!.kind === 'refuse') return this.refuse('simple', this.judgedItems(classification, judged, k, outcome!.decision), outcome!.decision, undefined, outcome!.answer);
+          judged[k] = { ...refused, decision: outcome!.decision };
+          return this.runQuery(classification, judged);
+        },
+      };
     }
+    if (refused) return this.refuse('simple', this.judgedItems(classification, judged, -1, refused.decision), refused.decision);
+    return this.runQuery(classification, judged);
+  }
+
+  /** The statements of a Query as the trail records them; statement `k` with `decision` in place of its own. */
+  private judgedItems(classification: SqlClassification, judged: readonly { statement: StatementClass; decision: Decision }[], k: number, decision: Decision): Judged[] {
+    return judged.map((j, i): Judged => ({ text: classification.statements[i]!.text, params: undefined, statement: j.statement, decision: i === k ? decision : j.decision }));
+  }
+
+  private runQuery(classification: SqlClassification, judged: readonly { statement: StatementClass; decision: Decision; copyOut?: CopyOutPlan }[]): Step {
     this.tracker.beginQuery();
     if (this.o.masking) this.querySyncPoints.add(this.tracker.syncPointsForwarded);
     let durable: Promise<void>[] | undefined;
@@ -389,6 +407,24 @@ export class PostgresRelay {
     const classification = classifySql(p.text);
     const judged = classification.statements.map((s) => this.decideOne(s));
     const refused = refusalAmong(judged, (j) => j.decision);
+    if (refused?.decision.effect === 'approval' && this.o.held) {
+      // Held at Parse: the approver sees the text; parameters come later with Bind and are not part of it.
+      let outcome: HoldResult | undefined;
+      const wait = this.o.held
+        .hold({ text: p.text, params: undefined, statement: refused.statement, decision: refused.decision, statementId: this.stats.statements + 1 })
+        .then((r) => void (outcome = r));
+      return {
+        wait,
+        held: true,
+        then: () => {
+          if (outcome!.kind === 'refuse') {
+            return this.refuse('extended', [{ text: p.text, params: undefined, statement: refused.statement, decision: outcome!.decision }], outcome!.decision, p.name, outcome!.answer);
+          }
+          this.prepared.parseSent(p.name, { text: p.text, statement: refused.statement, readOnly: classification.readOnly, decision: outcome!.decision }, this.tracker.syncPointsForwarded + 1);
+          return undefined;
+        },
+      };
+    }
     if (refused) {
       return this.refuse('extended', [{ text: p.text, params: undefined, statement: refused.statement, decision: refused.decision }], refused.decision, p.name);
     }
@@ -404,7 +440,7 @@ export class PostgresRelay {
    *
    * @param parseName for a refused Parse, the statement name it used.
    */
-  private refuse(protocol: 'simple' | 'extended', items: readonly Judged[], refused: Decision, parseName?: string): Step {
+  private refuse(protocol: 'simple' | 'extended', items: readonly Judged[], refused: Decision, parseName?: string, answer?: NoticeFields): Step {
     const records: Promise<void>[] = [];
     for (const j of items) {
       const id = ++this.stats.statements;
@@ -416,13 +452,15 @@ export class PostgresRelay {
             statementId: id,
             outcome: own ? 'denied' : 'error',
             durationMs: 0,
-            ...(own ? { sqlstate: SqlState.insufficientPrivilege, error: refusalFields(j.decision).message } : { error: 'not executed: another statement of the same Query was refused' }),
+            ...(own
+              ? { sqlstate: answer?.code ?? SqlState.insufficientPrivilege, error: (j.decision === refused && answer ? answer : refusalFields(j.decision)).message }
+              : { error: 'not executed: another statement of the same Query was refused' }),
           }),
           { durable: true },
         ),
       );
     }
-    const refusal = errorResponse(refusalFields(refused));
+    const refusal = errorResponse(answer ?? refusalFields(refused));
     let send: Buffer;
     if (protocol === 'simple') {
       this.tracker.beginQuery();
@@ -502,6 +540,39 @@ export class PostgresRelay {
       this.o.upstream.once('drain', () => this.release('upstream'));
     }
     if (this.terminating) this.o.upstream.end();
+  }
+
+  /** Carries out a client message's step; true when it waits (the pump resumes when it settles). */
+  private runStep(step: Step, raw: Buffer): boolean {
+    if (!step) {
+      this.forward(raw);
+      return false;
+    }
+    const send = step.send === undefined ? raw : step.send;
+    if (!step.wait) {
+      if (step.then) return this.runStep(step.then(), raw);
+      if (send) this.forward(send);
+      return false;
+    }
+    this.flushOut();
+    const reason = step.held ? 'held' : 'audit';
+    if (!step.held) this.hold(reason);
+    step.wait.then(
+      () => {
+        if (!step.held) this.release(reason);
+        if (this.ended) return;
+        try {
+          if (step.then ? this.runStep(step.then(), raw) : (send && this.forward(send), false)) return;
+        } catch (err) {
+          this.protocolError(err);
+          return;
+        }
+        this.busy = false;
+        this.pump();
+      },
+      (err: unknown) => this.failClosed(err),
+    );
+    return true;
   }
 
   private hold(reason: string): void {
@@ -762,9 +833,16 @@ export class PostgresRelay {
     this.finish('error');
   }
 
+  /** A CancelRequest for this session: true when it withdrew a statement held for approval (nothing to forward). */
+  cancelHeld(): boolean {
+    return this.o.held?.cancel() ?? false;
+  }
+
   private finish(reason: SessionEndReason): void {
     if (this.ended) return;
     this.ended = true;
+    const withdrawn = this.o.held?.close();
+    if (withdrawn) this.sealing.add(withdrawn.catch(() => undefined)); // the session's trail records the withdrawal before it ends
     this.out = [];
     this.tracker.abandon('connection closed before the server answered');
     // Originals already masked are sealed even when the statement never ended.

@@ -1,47 +1,22 @@
 /** `warden vault reveal|list` as an operator runs them: the real command in a child process. */
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { listSessions, readSessionEvents } from '../../../adapters/local/audit-trail-reader.ts';
 import { auditKeyPaths, loadAuditPublicKey } from '../../../adapters/local/audit-signing-key.ts';
 import { LocalForensicVault } from '../../../adapters/local/forensic-vault.ts';
 import type { AuditEventOf } from '../../../core/audit/events.ts';
 import { verifyChainLines } from '../../../core/audit/hash-chain.ts';
 import type { VaultCell, VaultRef } from '../../../core/masking/forensic-vault.ts';
+import { runWardenCli, temporaryFolders } from '../../helpers/warden-cli.ts';
 
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const BIN = join(REPO, 'cli/bin/warden.mjs');
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `warden ...`; resolves with the exit code instead of rejecting on a non-zero one. */
-function warden(args: string[]): Promise<Run> {
-  const env = { ...process.env };
-  delete env.WARDEN_CONFIG;
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [BIN, ...args], { cwd: REPO, env, timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') return reject(err);
-      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
-  });
-}
-
-const roots: string[] = [];
-after(() => roots.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = temporaryFolders();
 
 /** A state dir with a config file (optionally with its own audit dir) and one sealed record. */
 async function setup(opts: { auditDir?: string } = {}): Promise<{ dir: string; config: string; ref: VaultRef; cells: VaultCell[]; secret: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'warden-vault-cli-'));
-  roots.push(dir);
+  const dir = tempDir('warden-vault-cli-');
   const config = join(dir, 'warden.config.yaml');
   writeFileSync(config, [`stateDir: ${dir}`, 'identity:', '  devIssuer:', '    enabled: true', ...(opts.auditDir ? ['audit:', `  dir: ${opts.auditDir}`] : []), ''].join('\n'));
   const secret = `tok_${randomBytes(8).toString('hex')}`;
@@ -66,7 +41,7 @@ describe('warden vault', () => {
 
   it('reveal records a vault.reveal event in a sealed, verifiable audit session, then prints the originals', async () => {
     // Act
-    const r = await warden(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '3', '--as', 'alice-oncall', '--reason', 'INC-42']);
+    const r = await runWardenCli(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '3', '--as', 'alice-oncall', '--reason', 'INC-42']);
 
     // Assess: the output
     assert.equal(r.code, 0, r.stderr);
@@ -98,13 +73,13 @@ describe('warden vault', () => {
     assert.ok(key);
     const verified = verifyChainLines(trail.lines, key.publicKey, { requireSeal: true, keyId: key.keyId });
     assert.ok(verified.ok && verified.sealed, JSON.stringify(verified));
-    const v = await warden(['--config', s.config, 'audit', '--operator', 'verify', reveal.sessionId]);
+    const v = await runWardenCli(['--config', s.config, 'audit', '--operator', 'verify', reveal.sessionId]);
     assert.equal(v.code, 0, v.stderr);
     assert.match(v.stdout, /OK: 4 events, chain intact, sealed/);
   });
 
   it('reveal --json prints the record and its cells', async () => {
-    const r = await warden(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '3', '--json']);
+    const r = await runWardenCli(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '3', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { record: { id: string; sha256: string; target: string }; auditSessionId: string; cells: VaultCell[] };
     assert.deepEqual(out.cells, s.cells);
@@ -114,11 +89,11 @@ describe('warden vault', () => {
   });
 
   it('list shows the record with its cells and size, without the key', async () => {
-    const r = await warden(['--config', s.config, 'vault', 'list', '--json']);
+    const r = await runWardenCli(['--config', s.config, 'vault', 'list', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const [rec] = JSON.parse(r.stdout) as { sessionId: string; statementId: number; id: string; cells: number; bytes: number; complete: boolean }[];
     assert.deepEqual([rec?.sessionId, rec?.statementId, rec?.id, rec?.cells, rec?.bytes, rec?.complete], ['agent-sess-1', 3, s.ref.id, 4, s.ref.bytes, true]);
-    const text = await warden(['--config', s.config, 'vault', 'list', 'agent-sess-1']);
+    const text = await runWardenCli(['--config', s.config, 'vault', 'list', 'agent-sess-1']);
     assert.match(text.stdout, new RegExp(`agent-sess-1\\s+3\\s+${s.ref.id}\\s+4\\s+${s.ref.bytes}`));
     assert.ok(!text.stdout.includes('alice@example.com'));
   });
@@ -126,7 +101,7 @@ describe('warden vault', () => {
   it('reveal with another key fails with a key error, prints nothing and records nothing', async () => {
     const other = join(s.dir, 'other.key');
     writeFileSync(other, randomBytes(32), { mode: 0o600 });
-    const r = await warden(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '3', '--key', other, '--as', 'wrong-key-holder']);
+    const r = await runWardenCli(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '3', '--key', other, '--as', 'wrong-key-holder']);
     assert.notEqual(r.code, 0);
     assert.equal(r.stdout, '');
     assert.match(r.stderr, /sealed under vault key/);
@@ -134,7 +109,7 @@ describe('warden vault', () => {
   });
 
   it('reveal of a missing record exits non-zero with nothing on stdout', async () => {
-    const r = await warden(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '4']);
+    const r = await runWardenCli(['--config', s.config, 'vault', 'reveal', 'agent-sess-1', '4']);
     assert.notEqual(r.code, 0);
     assert.equal(r.stdout, '');
     assert.match(r.stderr, /no vault record/);
@@ -142,14 +117,13 @@ describe('warden vault', () => {
 
   it('fails closed: when the audit trail cannot be written, reveal prints nothing and exits non-zero', async () => {
     // Prepare: the audit dir lies under a regular file (chmod would not stop root).
-    const dir = mkdtempSync(join(tmpdir(), 'warden-vault-cli-blocked-'));
-    roots.push(dir);
+    const dir = tempDir('warden-vault-cli-blocked-');
     const blocker = join(dir, 'blocker');
     writeFileSync(blocker, 'not a folder');
     const b = await setup({ auditDir: join(blocker, 'audit') });
 
     // Act
-    const r = await warden(['--config', b.config, 'vault', 'reveal', 'agent-sess-1', '3', '--as', 'mallory']);
+    const r = await runWardenCli(['--config', b.config, 'vault', 'reveal', 'agent-sess-1', '3', '--as', 'mallory']);
 
     // Assess
     assert.notEqual(r.code, 0);

@@ -39,7 +39,8 @@ describe('the default policy set, enforced through real clients', { skip, timeou
     w = await startTestWarden({
       pg: server,
       policyDir: DEFAULT_POLICY_DIR,
-      config: { targets: [{ name: DEV, environment: 'development', ...target }, { name: PROD, environment: 'production', ...target }] },
+      // Held statements answer at once on production (async mode); test/e2e/approvals holds them (wait mode).
+      config: { targets: [{ name: DEV, environment: 'development', ...target }, { name: PROD, environment: 'production', approvalMode: 'async', ...target }] },
     });
     await direct("CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5) g");
   });
@@ -206,15 +207,15 @@ describe('the default policy set, enforced through real clients', { skip, timeou
     assert.equal((await direct("SELECT count(*) FROM pg_tables WHERE tablename = 't'")).trim(), '1');
   });
 
-  test('held for approval: a writer\'s UPDATE on production is refused as "approval required" and not run', async () => {
+  test('held for approval: a writer\'s UPDATE on production is refused as "approval required", naming the request, and not run', async () => {
     const before = await rowsOfT();
     const c = await connect('enf-prod', ['writers'], PROD);
     try {
       const err = await failure(c.query("UPDATE t SET v = 'x' WHERE id = 1"));
       assert.equal(err.code, '42501');
-      assert.equal(err.message, "approval required: changes to production data need a database approver's approval (1 approval from db-approvers)");
+      assert.match(err.message, /^approval required: changes to production data need a database approver's approval; request apr-[a-z0-9]{10} waits for 1 approval from db-approvers$/);
       assert.equal(err.detail, 'policies: sql.write.production-approval');
-      assert.match(err.hint ?? '', /no approval workflow/);
+      assert.match(err.hint ?? '', /run exactly the same statement again within 60 minutes: it runs once/);
       // Reads on production need no approval.
       assert.deepEqual((await c.query('SELECT v FROM t WHERE id = 1')).rows, [{ v: 'v1' }]);
     } finally {
