@@ -213,6 +213,43 @@ describe('approval of held statements, end to end', { skip, timeout: 120_000 }, 
   });
 });
 
+describe('an approval nobody decides expires', { skip, timeout: 60_000 }, () => {
+  let server: PostgresServer;
+  let w: TestWarden;
+
+  before(async () => {
+    server = await startTestPostgres({ authMethod: 'scram-sha-256' });
+    await server.createRole(TARGET_USER, TARGET_PASSWORD, { login: true });
+    await server.createDatabase('appdb', TARGET_USER);
+    await server.psql("CREATE TABLE accounts (id int PRIMARY KEY, status text NOT NULL); INSERT INTO accounts VALUES (1, 'open')", { database: 'appdb', user: TARGET_USER });
+    w = await startTestWarden({
+      pg: server,
+      policyDir: DEFAULT_POLICY_DIR,
+      config: {
+        targets: [{ name: 'prod', kind: 'postgres', host: '127.0.0.1', port: server.port, database: 'appdb', credential: 'appdb-cred', environment: 'production' }],
+        approvals: { mode: 'wait', timeoutSeconds: 1, approvers: APPROVERS },
+      },
+    });
+  });
+  after(async () => {
+    await w?.stop();
+    await server?.stop();
+  });
+
+  test('psql gets "expired with no decision" after the timeout, nothing ran, and the trail records the expiry', async () => {
+    const r = await run(PSQL!, [`host=127.0.0.1 port=${w.port} user=agent-late dbname=prod sslmode=require`, '-X', '-v', 'VERBOSITY=verbose', '-c', "UPDATE accounts SET status = 'late' WHERE id = 1"], {
+      env: { ...CLEAN_PG_ENV, PGPASSWORD: await w.token('agent-late', { groups: ['writers'] }) },
+      timeoutMs: 30_000,
+    });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /ERROR: {2}42501: approval request apr-[a-z0-9]+ expired with no decision; the statement was not run/, describeRun(r));
+    assert.equal((await server.psql('SELECT status FROM accounts WHERE id = 1', { database: 'appdb', user: TARGET_USER })).trim(), 'open');
+    const s = await latestSession(w, 'agent-late');
+    const closed = s.events.find((e) => e.type === 'approval.closed');
+    assert.ok(closed && closed.type === 'approval.closed' && closed.status === 'expired', s.events.map((e) => e.type).join(', '));
+  });
+});
+
 async function sendCancel(port: number, c: pg.Client): Promise<void> {
   const key = c as unknown as { processID: number; secretKey: number };
   const msg = Buffer.alloc(16);
