@@ -199,9 +199,9 @@ async function main(): Promise<void> {
 
     const bench = async (label: string, t: string, args: string[], seconds: number): Promise<MeasuredRun> => {
       const { value: run, cpu } = await measured(`${label} -> ${t}`, async () => {
-        const b: AuditSinkStats | undefined = t === 'warden' ? warden.gw.audit.stats() : undefined;
+        const b: AuditSinkStats | undefined = t === 'warden' ? warden.gw.localAudit?.stats() : undefined;
         const r = await runPgbench(pgbench, endpoints.get(t)!, args);
-        const a = b ? warden.gw.audit.stats() : undefined;
+        const a = b ? warden.gw.localAudit?.stats() : undefined;
         return { ...r, ...(a && b ? { audit: { events: a.events - b.events, commits: a.commits - b.commits, fsyncs: a.fsyncs - b.fsyncs } } : {}) };
       });
       const m: MeasuredRun = { ...run, cpu, seconds };

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   const stop = (): void => {
     if (stopping) return;
     stopping = true;
-    const stats = w.gw.audit.stats();
+    const stats = w.gw.localAudit?.stats();
     const ru = process.resourceUsage();
     const usage = {
       userSeconds: ru.userCPUTime / 1e6,

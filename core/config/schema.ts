@@ -229,6 +229,69 @@ export const ApprovalsSchema = z
     });
   });
 
+/**
+ * The AWS deployment (`cdk deploy -c config=warden.aws.yaml`): read by infra/ at synth, ignored by the
+ * embedded default. Everything else in the file (targets, identity, policy, approvals) is the same
+ * configuration the proxy runs with.
+ */
+export const AwsDeploymentSchema = z
+  .object({
+    /** The stack's name. */
+    stackName: z.string().regex(/^[A-Za-z][A-Za-z0-9-]{0,127}$/, 'must be a CloudFormation stack name').default('Warden'),
+    vpc: z
+      .object({
+        cidr: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 CIDR such as 10.40.0.0/16').default('10.40.0.0/16'),
+        maxAzs: z.number().int().min(2).max(3).default(2),
+      })
+      .strict()
+      .default({ cidr: '10.40.0.0/16', maxAzs: 2 }),
+    loadBalancer: z
+      .object({
+        /** Internal (reachable from the VPC and peered networks only) unless set to false. */
+        internal: z.boolean().default(true),
+        /** Client networks allowed to reach the listeners. */
+        allowedCidrs: z.array(z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 CIDR')).min(1).default(['10.0.0.0/8']),
+      })
+      .strict()
+      .default({ internal: true, allowedCidrs: ['10.0.0.0/8'] }),
+    proxy: z
+      .object({
+        cpu: z.union([z.literal(256), z.literal(512), z.literal(1024), z.literal(2048), z.literal(4096)]).default(1024),
+        memoryMiB: z.number().int().min(512).max(30720).default(2048),
+        desiredCount: z.number().int().min(1).max(50).default(2),
+        maxCount: z.number().int().min(1).max(100).default(6),
+        /** Seconds a stopping task keeps serving live sessions (NLB deregistration delay and SIGTERM drain). */
+        drainSeconds: z.number().int().min(0).max(3600).default(120),
+      })
+      .strict()
+      .default({ cpu: 1024, memoryMiB: 2048, desiredCount: 2, maxCount: 6, drainSeconds: 120 }),
+    audit: z
+      .object({
+        /** S3 Object Lock (compliance mode) retention of session recordings. */
+        objectLockDays: z.number().int().min(1).max(36500).default(365),
+        /** DynamoDB items expire (TTL) after this many days; recordings stay under Object Lock. */
+        retentionDays: z.number().int().min(1).max(36500).default(400),
+      })
+      .strict()
+      .default({ objectLockDays: 365, retentionDays: 400 }),
+    /** CloudWatch log retention of every function and the proxy. */
+    logRetentionDays: z.number().int().min(1).max(3653).default(365),
+    slack: z
+      .object({
+        /** Secrets Manager secret names holding the Slack app's signing secret and bot token. */
+        signingSecretName: z.string().min(1).default('warden/slack/signing-secret'),
+        botTokenSecretName: z.string().min(1).default('warden/slack/bot-token'),
+      })
+      .strict()
+      .default({ signingSecretName: 'warden/slack/signing-secret', botTokenSecretName: 'warden/slack/bot-token' }),
+    /** Alarm notifications go to this e-mail address (an SNS subscription), if given. */
+    alarmEmail: z.string().email().optional(),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    if (a.proxy.maxCount < a.proxy.desiredCount) ctx.addIssue({ code: 'custom', path: ['proxy', 'maxCount'], message: 'must be at least proxy.desiredCount' });
+  });
+
 export const EmbeddedSchema = z
   .object({
     /** Start the demo PostgreSQL target `demo` from the machine's PostgreSQL binaries. */
@@ -257,6 +320,9 @@ export const WardenConfigSchema = z
     audit: AuditSchema.default(AuditSchema.parse({})),
     policy: PolicySchema.default(PolicySchema.parse({})),
     approvals: ApprovalsSchema.default(ApprovalsSchema.parse({})),
+    /** Where identities are revoked: a file watched on the embedded default (relative to stateDir). */
+    revocations: z.object({ file: z.string().min(1).default('revocations.json') }).strict().default({ file: 'revocations.json' }),
+    aws: AwsDeploymentSchema.optional(),
     embedded: EmbeddedSchema.default(EmbeddedSchema.parse({})),
   })
   .strict()
@@ -277,6 +343,7 @@ export type Target = z.infer<typeof TargetSchema>;
 export type MaskingConfig = z.infer<typeof MaskingConfigSchema>;
 export type PolicyConfig = z.infer<typeof PolicySchema>;
 export type ApprovalsConfig = z.infer<typeof ApprovalsSchema>;
+export type AwsDeploymentConfig = z.infer<typeof AwsDeploymentSchema>;
 export type IssuerConfig = z.infer<typeof IssuerSchema>;
 
 export class ConfigInvalidError extends Error {

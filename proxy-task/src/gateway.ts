@@ -17,6 +17,11 @@ import { JwtVerifier, type IssuerOptions } from '../../adapters/identity/jwt-ver
 import { LocalAuditSink, loadOrCreateAuditSigningKey } from '../../adapters/local/audit-sink.ts';
 import type { LoadedConfig } from '../../adapters/local/config-file.ts';
 import { DevIssuer } from '../../adapters/local/dev-issuer.ts';
+import type { SecretStore } from '../../core/secrets/secret-store.ts';
+import type { AuditSink } from '../../core/audit/ports.ts';
+import type { ForensicVault } from '../../core/masking/forensic-vault.ts';
+import type { ApprovalService } from '../../core/approval/approval-service.ts';
+import type { RevocationList } from '../../core/identity/revocation.ts';
 import { LocalSecretsFile } from '../../adapters/local/secrets-file.ts';
 import { seedDemoDatabase } from './embedded/demo-database.ts';
 import { PostgresServer } from './embedded/postgres-server.ts';
@@ -36,7 +41,9 @@ export interface Gateway {
   devIssuer?: DevIssuer;
   devIssuerUrl?: string;
   demoDatabase?: PostgresServer;
-  audit: LocalAuditSink;
+  audit: AuditSink;
+  /** The embedded default's audit sink (absent when another was given), for its statistics. */
+  localAudit?: LocalAuditSink;
   listener: PostgresListener;
   /** The policy decision point every connection and statement passes. */
   decider: StatementDecider;
@@ -51,6 +58,19 @@ export interface GatewayOptions {
   decider?: StatementDecider;
   /** Listen on this port instead of the configured one (0: any free port; tests). */
   postgresPort?: number;
+  /**
+   * Implementations of the ports to use instead of the embedded default's (AWS: Secrets Manager,
+   * DynamoDB + S3, S3 + KMS, Step Functions). The gateway closes the audit sink it is given.
+   */
+  adapters?: GatewayAdapters;
+}
+
+export interface GatewayAdapters {
+  secrets?: SecretStore;
+  audit?: AuditSink;
+  vault?: ForensicVault;
+  approvals?: ApprovalService;
+  revocations?: RevocationList;
 }
 
 export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -84,7 +104,8 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
         log.info('connect decided by Lambda', { functionName: connect.functionName, timeoutMs: connect.timeoutMs });
       }
     }
-    const secrets = new LocalSecretsFile(loaded.secretsFile);
+    const localSecrets = new LocalSecretsFile(loaded.secretsFile);
+    const secrets: SecretStore = opts.adapters?.secrets ?? localSecrets;
     const issuers: IssuerOptions[] = config.identity.issuers.map((i: IssuerConfig) => toIssuerOptions(i));
 
     let devIssuer: DevIssuer | undefined;
@@ -100,7 +121,7 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
 
     let demoDatabase: PostgresServer | undefined;
     if (config.embedded.demoDatabase.enabled) {
-      demoDatabase = await startDemoDatabase(stateDir, config.embedded.demoDatabase.port, secrets, log);
+      demoDatabase = await startDemoDatabase(stateDir, config.embedded.demoDatabase.port, localSecrets, log);
       const db = demoDatabase;
       cleanups.push(() => db.stop());
     }
@@ -114,9 +135,15 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       tls = createSecureContext({ cert: readFileSync(tlsConf.certFile!), key: readFileSync(tlsConf.keyFile!) });
     }
 
-    const key = await loadOrCreateAuditSigningKey(stateDir);
-    const audit = await LocalAuditSink.open({ dir: loaded.auditDir, readOnlyWindowMs: config.audit.readOnlyWindowMs, signingKey: key.privateKey, keyId: key.keyId });
-    cleanups.push(() => audit.close());
+    let audit: AuditSink;
+    let localAudit: LocalAuditSink | undefined;
+    if (opts.adapters?.audit) audit = opts.adapters.audit;
+    else {
+      const key = await loadOrCreateAuditSigningKey(stateDir);
+      audit = localAudit = await LocalAuditSink.open({ dir: loaded.auditDir, readOnlyWindowMs: config.audit.readOnlyWindowMs, signingKey: key.privateKey, keyId: key.keyId });
+    }
+    const sink = audit;
+    cleanups.push(() => sink.close());
 
     await initSqlParser();
     const verifier = new JwtVerifier({
@@ -133,11 +160,11 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       if (t.tls.caFile) upstreamCa.set(t.name, readFileSync(t.tls.caFile));
     }
     const masking = new Map<string, TargetMasking>();
-    let vault: LocalForensicVault | undefined;
+    let vault: ForensicVault | undefined;
     const maskedTargets = config.targets.filter((t) => t.masking);
     if (maskedTargets.length > 0) {
       const maskingKey = loadOrCreateMaskingKey(join(stateDir, 'masking.key'));
-      vault = await LocalForensicVault.open({ stateDir });
+      vault = opts.adapters?.vault ?? (await LocalForensicVault.open({ stateDir }));
       for (const t of maskedTargets) {
         const m = createTargetMasking(t, secrets, maskingKey, upstreamCa.get(t.name));
         masking.set(t.name, m);
@@ -163,7 +190,8 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       masking,
       ...(vault ? { vault } : {}),
       approvals: {
-        service: new LocalApprovalService({ store: new LocalApprovalStore({ dir: approvalsDir(stateDir) }), grantTtlMs: config.approvals.grantTtlSeconds * 1000 }),
+        service:
+          opts.adapters?.approvals ?? new LocalApprovalService({ store: new LocalApprovalStore({ dir: approvalsDir(stateDir) }), grantTtlMs: config.approvals.grantTtlSeconds * 1000 }),
         newId: newApprovalId,
         config: config.approvals,
       },
@@ -176,6 +204,7 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       ...(devIssuer ? { devIssuer, devIssuerUrl: devIssuerUrl! } : {}),
       ...(demoDatabase ? { demoDatabase } : {}),
       audit,
+      ...(localAudit ? { localAudit } : {}),
       listener,
       decider,
       ...(policyVersion ? { policyVersion } : {}),
