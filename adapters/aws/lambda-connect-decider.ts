@@ -9,6 +9,7 @@
  *
  * @see https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html
  */
+import { DecisionResponseSchema } from '../../core/policy/decision-answer.ts';
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from '@aws-sdk/client-lambda';
 import { z } from 'zod';
 import type { Principal } from '../../core/identity/principal.ts';
@@ -71,18 +72,7 @@ export class PolicyLambdaAnswerError extends PolicyLambdaError {
   }
 }
 
-// Tolerant reader: fields a newer function adds are ignored; what a decision needs must be there.
-const DecisionSchema = z.object({
-  effect: z.enum(['allow', 'deny', 'approval']),
-  policies: z.array(z.string()),
-  reason: z.string().optional(),
-  policyVersion: z.string().min(1),
-  approval: z.object({ approvers: z.array(z.string()), approvals: z.number().int().min(1) }).optional(),
-});
-const AnswerSchema = z.union([
-  z.object({ statusCode: z.literal(200), decision: DecisionSchema }),
-  z.object({ statusCode: z.number().int(), error: z.object({ code: z.string(), message: z.string() }) }),
-]);
+const AnswerSchema = DecisionResponseSchema;
 const FunctionErrorPayloadSchema = z.object({ errorType: z.string().optional(), errorMessage: z.string().optional() });
 
 const MAX_QUOTED_CHARS = 200;
@@ -151,7 +141,7 @@ export class LambdaConnectDecider implements StatementDecider {
     }
   }
 
-  private readDecision(out: InvokeCommandOutput): z.infer<typeof DecisionSchema> {
+  private readDecision(out: InvokeCommandOutput): Extract<z.infer<typeof DecisionResponseSchema>, { decision: unknown }>["decision"] {
     const text = out.Payload ? new TextDecoder().decode(out.Payload) : '';
     if (out.FunctionError) {
       const details = FunctionErrorPayloadSchema.safeParse(parseJson(text));

@@ -40,7 +40,7 @@ export function registerAuditCommands(program: Command, getSessionsDir: () => st
   const audit = program
     .command('audit')
     .description('inspect and verify the tamper-evident audit trail of gateway sessions')
-    .option('--operator', "the operators' trail (vault reveals) instead of the gateway sessions'");
+    .option('--operator', "the operators' trail (vault reveals, approval votes, revocations) instead of the gateway sessions'");
   /** Operator actions have a trail of their own beside the gateway's (each writer owns its folder). */
   const getAuditDir = (): string => (audit.opts<{ operator?: boolean }>().operator ? operatorAuditDir(getSessionsDir()) : getSessionsDir());
 
@@ -274,7 +274,7 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
   };
 }
 
-/** The operators' audit trail (vault reveals), a folder of its own inside the audit folder. */
+/** The operators' audit trail (vault reveals, approval votes, revocations), a folder of its own inside the audit folder. */
 export function operatorAuditDir(auditDir: string): string {
   return join(auditDir, 'operator');
 }

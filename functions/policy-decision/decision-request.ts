@@ -9,7 +9,8 @@
  */
 import { z } from 'zod';
 import type { Principal } from '../../core/identity/principal.ts';
-import { Effect, refusalAmong, type ApprovalRequirement, type Decision, type StatementDecider, type TargetRef } from '../../core/policy/decision.ts';
+import type { DecisionAnswer, DecisionErrorResponse, StatementAnswer } from '../../core/policy/decision-answer.ts';
+import { Effect, refusalAmong, type Decision, type StatementDecider, type TargetRef } from '../../core/policy/decision.ts';
 import { classifySql } from '../../core/sql/classify.ts';
 
 /** Largest SQL text accepted, in characters. Far above any statement an agent sends; well inside Lambda's 6 MB payload limit. */
@@ -45,25 +46,7 @@ export const DecisionRequestSchema = z.discriminatedUnion('action', [
 
 export type DecisionRequest = z.infer<typeof DecisionRequestSchema>;
 
-/** The decision on one statement of a SQL text. */
-export interface StatementAnswer {
-  readonly text: string;
-  readonly operation: string;
-  readonly command: string;
-  readonly effect: Effect;
-  readonly policies: readonly string[];
-  readonly reason?: string;
-}
-
-export interface DecisionAnswer {
-  readonly effect: Effect;
-  readonly policies: readonly string[];
-  readonly reason?: string;
-  readonly policyVersion: string;
-  readonly approval?: ApprovalRequirement;
-  /** For `statement`: one entry per top-level statement of the text, in order. */
-  readonly statements?: readonly StatementAnswer[];
-}
+export type { DecisionAnswer, DecisionErrorResponse, DecisionResponse, StatementAnswer } from '../../core/policy/decision-answer.ts';
 
 /** A decider that answers in process (CedarDecider): no I/O, so the answer is a plain function of the request. */
 export interface InProcessDecider extends StatementDecider {
@@ -150,13 +133,6 @@ function fromDecision(d: Decision, version: string): DecisionAnswer {
     ...(d.approval ? { approval: d.approval } : {}),
   };
 }
-
-/** What the function returns: always a value (never a thrown error) for a request it could read. */
-export type DecisionResponse = { readonly statusCode: 200; readonly decision: DecisionAnswer } | DecisionErrorResponse;
-
-export type DecisionErrorResponse =
-  | { readonly statusCode: 400; readonly error: { readonly code: 'InvalidRequest'; readonly message: string } }
-  | { readonly statusCode: 500; readonly error: { readonly code: 'InternalError'; readonly message: 'internal error' } };
 
 /** A client fault becomes a 400 that says what to fix; anything else a generic 500 (the details go to the log only). */
 export function errorResponse(err: unknown): DecisionErrorResponse {
