@@ -21,9 +21,8 @@ import { ClientMessage, ServerMessage, SqlState } from './protocol-codes.ts';
 import { cstring, decodeBind, decodeExecutePortal, decodeFields, decodeKindAndName, decodeParse, errorResponse, readyForQuery } from './backend-messages.ts';
 import { encodeServerMessage, ServerScanner } from './server-scanner.ts';
 import { StandIn } from './stand-in.ts';
-import type { MaskingCatalog, ResolvedRule, RuledRelation } from './masking/masking-catalog.ts';
-import { joinCopyRow, splitCopyRow } from './masking/copy-rows.ts';
-import { describeCopyOut, type CopyOutShape } from '../../../core/sql/copy-statement.ts';
+import type { MaskingCatalog } from './masking/masking-catalog.ts';
+import { bareNames, copyRefusal, maskedCopyRow, maskedCStrings, maskedFields, maskingRefusal, planCopyOut, type CopyOutPlan } from './masking/masked-messages.ts';
 import type { ResultMasker } from './masking/result-masker.ts';
 import type { MaskingConfinement } from '../../../core/masking/confinement.ts';
 import type { HeldStatements, HoldResult } from './held-statements.ts';
@@ -309,38 +308,11 @@ export class PostgresRelay {
       }
     }
     if (this.o.masking && decision.effect === 'allow' && statement.operation === 'copy_out') {
-      const plan = this.planCopyOut(statement);
+      const plan = planCopyOut(this.o.masking!.catalog, statement);
       if (typeof plan === 'string') return { statement, decision: copyRefusal(plan) };
       return { statement, decision, copyOut: plan };
     }
     return { statement, decision };
-  }
-
-  /**
-   * How the rows of a COPY ... TO STDOUT on a masked target are masked, or why it is refused: binary COPY
-   * (its values cannot carry a placeholder), `COPY (query)` over a relation with rules (its columns cannot be
-   * traced without a RowDescription; SELECT can), a table name that means ruled relations of different shapes.
-   */
-  private planCopyOut(s: StatementClass): CopyOutPlan | string {
-    const shape = describeCopyOut(s.text);
-    if (!shape) return 'this COPY cannot be read';
-    if (shape.format === 'binary') return 'binary COPY ... TO STDOUT is not available on a target with masking; use the text or CSV format';
-    const catalog = this.o.masking!.catalog;
-    if (!shape.relation) {
-      const ruled = s.tables.some((t) => catalog.relationsNamed(t.slice(t.lastIndexOf('.') + 1)).length > 0);
-      return ruled ? 'COPY (query) TO STDOUT over a table with masked columns is not available; use SELECT, or COPY the table itself' : { shape, rules: undefined };
-    }
-    const candidates = catalog.relationsNamed(shape.relation.name, shape.relation.schema);
-    if (candidates.length === 0) return { shape, rules: undefined };
-    const rulesOf = (r: RuledRelation): (ResolvedRule | undefined)[] | undefined => {
-      if (!shape.columns) return r.columns.map((c) => c.rule);
-      const byName = new Map(r.columns.map((c) => [c.name, c.rule]));
-      return shape.columns.every((c) => byName.has(c)) ? shape.columns.map((c) => byName.get(c)) : undefined;
-    };
-    const plans = candidates.map(rulesOf);
-    const first = plans[0];
-    const same = first !== undefined && plans.every((p) => p !== undefined && p.length === first.length && p.every((r, k) => r?.source === first[k]?.source));
-    return same ? { shape, rules: first } : 'this COPY names a table with masked columns ambiguously; qualify it with its schema';
   }
 
   /** Notes what a statement of an allowed simple Query does to the prepared statements, once the server confirms it. */
@@ -487,7 +459,7 @@ export class PostgresRelay {
     const id = ++this.stats.statements;
     this.tracker.open(id, true);
     if (this.o.masking && prepared?.statement?.operation === 'copy_out') {
-      const plan = this.planCopyOut(prepared.statement);
+      const plan = planCopyOut(this.o.masking.catalog, prepared.statement);
       if (typeof plan !== 'string') this.copyPlans.set(id, plan); // a refusable COPY was refused at its Parse
     }
     const p = this.record(id, 'extended', prepared?.text ?? '', portal?.params, prepared?.statement, prepared?.decision ?? EMPTY_STATEMENT, !(prepared?.readOnly ?? false));
@@ -620,14 +592,14 @@ export class PostgresRelay {
         return undefined;
       }
       case ServerMessage.copyData:
-        return body && this.copyOut ? this.maskedCopyRow(body) : undefined;
+        return body && this.copyOut ? this.copyRow(body) : undefined;
       case ServerMessage.copyDone:
         this.copyOut = undefined;
         return undefined;
       case ServerMessage.noData:
         return this.noData();
       case ServerMessage.noticeResponse:
-        return body && this.o.masking ? this.maskedFields(type, body) : undefined;
+        return body && this.o.masking ? maskedFields(this.o.masking!.masker, type, body) : undefined;
       case ServerMessage.commandComplete:
         this.o.masking?.masker.endResult();
         this.copyPlans.delete(this.tracker.currentStatementId);
@@ -642,7 +614,7 @@ export class PostgresRelay {
         // masking is on (an error may quote a value: a unique violation's key, an invalid input).
         if (this.tracker.headIsStandIn() && this.standIn.isOwnError(fields.M)) return this.tracker.standInAnswered();
         this.tracker.error(fields);
-        if (this.o.masking && body) return this.maskedFields(type, body);
+        if (this.o.masking && body) return maskedFields(this.o.masking!.masker, type, body);
         return body ? encodeServerMessage(type, body) : undefined;
       }
       case ServerMessage.emptyQueryResponse:
@@ -670,11 +642,11 @@ export class PostgresRelay {
         const unsafe = body && unsafeParameterStatus(body);
         if (unsafe) this.endUnsafe(unsafe);
         // A setting's value can carry data too (set_config('application_name', email, false)).
-        return body && this.o.masking ? this.maskedCStrings(type, body, 0, [1]) : undefined;
+        return body && this.o.masking ? maskedCStrings(this.o.masking!.masker, type, body, 0, [1]) : undefined;
       }
       case ServerMessage.notificationResponse:
         // NOTIFY payloads are whatever a query put there: Int32 pid, channel, payload.
-        return body && this.o.masking ? this.maskedCStrings(type, body, 4, [0, 1]) : undefined;
+        return body && this.o.masking ? maskedCStrings(this.o.masking!.masker, type, body, 4, [0, 1]) : undefined;
     }
   }
 
@@ -746,48 +718,14 @@ export class PostgresRelay {
     if (this.tracker.outstanding === 0) this.copyPlans.clear();
   }
 
-  /** An ErrorResponse or NoticeResponse with its texts through the detectors. */
-  private maskedFields(type: number, body: Buffer): Buffer {
-    const masker = this.o.masking!.masker;
-    const fields = decodeFieldList(body);
-    // A constraint violation on a table with rules quotes its values positionally ("Failing row contains
-    // (1, null, 123457, ...)", "Key (salary)=(123457)"): no rule can follow a value there, so they are withheld.
-    const table = fields.find(([code]) => code === 't')?.[1];
-    const withhold = table !== undefined && masker.hasRulesFor(table);
-    return encodeServerMessage(
-      type,
-      encodeFieldsBody(
-        fields.map(([code, value]) => [code, withhold && code === 'D' ? withheldDetail(value, table!) : MASKED_FIELDS.has(code) ? masker.maskMessageText(value) : value]),
-      ),
-    );
-  }
-
   /** One row of COPY TO output, masked (a header line is passed as it is). */
-  private maskedCopyRow(body: Buffer): Buffer {
+  private copyRow(body: Buffer): Buffer {
     const plan = this.copyOut!;
     if (plan.headerPending) {
       plan.headerPending = false;
       return encodeServerMessage(ServerMessage.copyData, body);
     }
-    const text = body.toString('utf8');
-    const newline = text.endsWith('\n') ? '\n' : '';
-    const values = splitCopyRow(newline ? text.slice(0, -1) : text, plan.shape);
-    const masked = this.o.masking!.masker.maskValues(values, plan.rules);
-    return encodeServerMessage(ServerMessage.copyData, Buffer.from(joinCopyRow(masked, plan.shape) + newline, 'utf8'));
-  }
-
-  /** A message made of C strings (after `skip` bytes) with the strings at `indexes` through the detectors. */
-  private maskedCStrings(type: number, body: Buffer, skip: number, indexes: readonly number[]): Buffer {
-    const masker = this.o.masking!.masker;
-    const strings: string[] = [];
-    for (let at = skip; at < body.length; ) {
-      const end = body.indexOf(0, at);
-      if (end < 0) break;
-      strings.push(body.toString('utf8', at, end));
-      at = end + 1;
-    }
-    const masked = strings.map((v, k) => (indexes.includes(k) ? masker.maskMessageText(v) : v));
-    return encodeServerMessage(type, Buffer.concat([body.subarray(0, skip), Buffer.from(masked.map((v) => `${v.replace(/\0/g, '')}\0`).join(''), 'utf8')]));
+    return maskedCopyRow(this.o.masking!.masker, plan, body);
   }
 
   /** After DDL the rules are traced again before this session's next statement (a table may have a new OID). */
@@ -868,37 +806,6 @@ const UNMASKED: MaskingSummary = Object.freeze({ columns: [], detectors: [], unm
 /** Command tags after which a masked target's column rules are traced again. */
 const DDL_TAG = /^(CREATE|ALTER|DROP|SELECT INTO|IMPORT FOREIGN SCHEMA)\b/;
 
-/** Error and notice fields that may quote a value: message, detail, hint, context, internal query, and the schema, table, column, type and constraint names (RAISE ... USING can put any text there). */
-const MASKED_FIELDS = new Set(['M', 'D', 'H', 'W', 'q', 's', 't', 'c', 'd', 'n']);
-
-/** How a masked target's COPY ... TO STDOUT rows are masked: the COPY's shape and each column's rule. */
-interface CopyOutPlan {
-  readonly shape: CopyOutShape;
-  readonly rules: readonly (ResolvedRule | undefined)[] | undefined;
-}
-
-function copyRefusal(reason: string): Decision {
-  return Object.freeze({ effect: 'deny', policies: Object.freeze(['builtin.masking']), reason });
-}
-
-/** The DETAIL of an error on a table with rules, with the values it quotes withheld. */
-function withheldDetail(detail: string, table: string): string {
-  const note = `values withheld: table "${table}" has masked columns`;
-  if (/^Failing row contains \(/.test(detail)) return `Failing row contains (${note}).`;
-  const key = /^Key \((.*?)\)=\(/s.exec(detail);
-  if (key) return `Key (${key[1]})=(${note}) ${/\) (already exists|is not present in table .*|conflicts with .*)\.?$/s.exec(detail)?.[1] ?? ''}`.trimEnd() + '.';
-  return /=\(|\(.*,.*\)/s.test(detail) ? note : detail;
-}
-
-function maskingRefusal(reason: string): Decision {
-  return Object.freeze({ effect: 'deny', policies: Object.freeze(['builtin.masking-strict']), reason });
-}
-
-/** `public.people` → `people`: the confinement check matches tables by bare name. */
-function bareNames(tables: readonly string[]): string[] {
-  return tables.map((t) => t.slice(t.lastIndexOf('.') + 1).replace(/^"|"$/g, ''));
-}
-
 function describePortalMessage(portal: string): Buffer {
   const name = Buffer.from(`P${portal}\0`, 'utf8');
   const b = Buffer.allocUnsafe(5 + name.length);
@@ -906,23 +813,6 @@ function describePortalMessage(portal: string): Buffer {
   b.writeInt32BE(4 + name.length, 1);
   name.copy(b, 5);
   return b;
-}
-
-/** Every field of an ErrorResponse / NoticeResponse body, in order. */
-function decodeFieldList(body: Buffer): [string, string][] {
-  const out: [string, string][] = [];
-  let i = 0;
-  while (i < body.length && body[i] !== 0) {
-    const end = body.indexOf(0, i + 1);
-    if (end < 0) break;
-    out.push([String.fromCharCode(body[i]!), body.toString('utf8', i + 1, end)]);
-    i = end + 1;
-  }
-  return out;
-}
-
-function encodeFieldsBody(fields: readonly [string, string][]): Buffer {
-  return Buffer.from(`${fields.map(([c, v]) => `${c}${v.replace(/\0/g, '')}\0`).join('')}\0`, 'utf8');
 }
 
 /** The decision recorded for an empty statement (nothing to decide: the server answers EmptyQueryResponse). */
