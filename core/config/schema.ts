@@ -260,11 +260,14 @@ export const AwsDeploymentSchema = z
         memoryMiB: z.number().int().min(512).max(30720).default(2048),
         desiredCount: z.number().int().min(1).max(50).default(2),
         maxCount: z.number().int().min(1).max(100).default(6),
-        /** Seconds a stopping task keeps serving live sessions (NLB deregistration delay and SIGTERM drain). */
-        drainSeconds: z.number().int().min(0).max(3600).default(120),
+        /**
+         * Seconds a stopping task keeps serving live sessions after SIGTERM (also the NLB deregistration
+         * delay). Fargate kills a task 120 s after SIGTERM at most, and the trail must be sealed before that.
+         */
+        drainSeconds: z.number().int().min(0).max(110).default(90),
       })
       .strict()
-      .default({ cpu: 1024, memoryMiB: 2048, desiredCount: 2, maxCount: 6, drainSeconds: 120 }),
+      .default({ cpu: 1024, memoryMiB: 2048, desiredCount: 2, maxCount: 6, drainSeconds: 90 }),
     audit: z
       .object({
         /** S3 Object Lock (compliance mode) retention of session recordings. */
