@@ -8,6 +8,7 @@ import { ConfigInvalidError } from '../core/config/schema.ts';
 import { registerApprovalCommands } from './commands/approvals.ts';
 import { registerAuditCommands } from './commands/audit.ts';
 import { registerPolicyCommands } from './commands/policy.ts';
+import { registerRevocationCommands } from './commands/revocations.ts';
 import { registerTokenCommand } from './commands/token.ts';
 import { registerVaultCommands } from './commands/vault.ts';
 
@@ -27,6 +28,7 @@ registerAuditCommands(program, () => getConfig().auditDir, () => getConfig().sta
 registerPolicyCommands(program, getConfig);
 registerVaultCommands(program, getConfig);
 registerApprovalCommands(program, getConfig);
+registerRevocationCommands(program, getConfig);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigInvalidError) process.stderr.write(`${err.message}\n`);

@@ -132,6 +132,8 @@ export type SessionEndReason =
   | 'protocol_error'
   | 'auth_failed'
   | 'shutdown'
+  /** The identity was revoked while the session was live (the RevocationList changed). */
+  | 'revoked'
   | 'error';
 
 export interface SessionEndFields {
@@ -223,6 +225,23 @@ export interface ApprovalExecutedFields {
   statementId: number;
 }
 
+/**
+ * An operator revoked an identity or lifted its revocation (`warden revoke` / `warden unrevoke`), in the
+ * operators' trail, in an audit session of its own. `changed` is false when nothing changed (the identity
+ * was revoked already, or was not revoked): the attempt is evidence too.
+ */
+export interface IdentityRevocationFields {
+  action: 'revoke' | 'unrevoke';
+  /** The identity, exactly as verified tokens carry it. */
+  identity: { issuer: string; subject: string };
+  changed: boolean;
+  /** Who acted: the name given with `--as`, else the OS user; issuer `local:<host>`. */
+  operator: { issuer: string; subject: string };
+  /** The OS account that ran the command (also when `--as` names someone else). */
+  osUser: string;
+  reason?: string;
+}
+
 /** Fields per event type; the single source for the unions below. */
 export interface AuditEventFieldMap {
   'session.start': SessionStartFields;
@@ -238,6 +257,7 @@ export interface AuditEventFieldMap {
   'approval.vote': ApprovalVoteFields;
   'approval.closed': ApprovalClosedFields;
   'approval.executed': ApprovalExecutedFields;
+  'identity.revocation': IdentityRevocationFields;
 }
 
 export type AuditEventType = keyof AuditEventFieldMap;
@@ -256,6 +276,7 @@ export const AUDIT_EVENT_TYPES: readonly AuditEventType[] = [
   'approval.vote',
   'approval.closed',
   'approval.executed',
+  'identity.revocation',
 ];
 
 export interface ChainFields {

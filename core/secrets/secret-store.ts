@@ -8,6 +8,11 @@ export interface TargetCredential {
 export interface SecretStore {
   /** The credential stored under `name`; throws SecretNotFoundError when there is none. */
   getCredential(name: string): Promise<TargetCredential>;
+  /**
+   * Forgets a cached credential after the target refused it (a rotation may have replaced it); the next
+   * getCredential reads it again. Absent on stores that do not cache.
+   */
+  invalidate?(name: string): void;
 }
 
 export class SecretNotFoundError extends Error {

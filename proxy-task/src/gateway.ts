@@ -29,6 +29,7 @@ import { loadOrCreateSelfSignedCertificate } from './embedded/tls-certificate.ts
 import { createLogger, type Logger } from './log.ts';
 import { CancelRegistry } from './postgres/cancel-registry.ts';
 import { LocalForensicVault } from '../../adapters/local/forensic-vault.ts';
+import { LocalRevocationFile, revocationsFilePath } from '../../adapters/local/revocation-file.ts';
 import { createTargetMasking, loadOrCreateMaskingKey, type TargetMasking } from './postgres/masking/target-masking.ts';
 import { isLoopbackHost, PostgresListener, type ListeningAddress } from './postgres/listener.ts';
 
@@ -49,6 +50,8 @@ export interface Gateway {
   decider: StatementDecider;
   /** Version of the Cedar policy set in force (absent when a decider was passed in). */
   policyVersion?: string;
+  /** The revocation list every login is checked against. */
+  revocations: RevocationList;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -60,7 +63,8 @@ export interface GatewayOptions {
   postgresPort?: number;
   /**
    * Implementations of the ports to use instead of the embedded default's (AWS: Secrets Manager,
-   * DynamoDB + S3, S3 + KMS, Step Functions). The gateway closes the audit sink it is given.
+   * DynamoDB + S3, S3 + KMS, Step Functions, DynamoDB). The gateway closes the audit sink and the
+   * revocation list it is given.
    */
   adapters?: GatewayAdapters;
 }
@@ -152,6 +156,12 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       ...(config.identity.maxTokenAgeSeconds ? { maxTokenAgeSeconds: config.identity.maxTokenAgeSeconds } : {}),
     });
 
+    // Revocations before the listener: no login is checked against a list that is not loaded. A list that
+    // cannot be loaded at start (an invalid file, an unreachable table) stops start-up.
+    const revocations = opts.adapters?.revocations ?? new LocalRevocationFile({ path: revocationsFilePath(loaded), log: log.child({ component: 'revocations' }) });
+    cleanups.push(() => revocations.close());
+    await revocations.ready;
+
     const pg = config.listeners.postgres;
     const targets = new Map<string, PostgresTarget>();
     const upstreamCa = new Map<string, Buffer>();
@@ -189,6 +199,7 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       upstreamCa,
       masking,
       ...(vault ? { vault } : {}),
+      revocations,
       approvals: {
         service:
           opts.adapters?.approvals ?? new LocalApprovalService({ store: new LocalApprovalStore({ dir: approvalsDir(stateDir) }), grantTtlMs: config.approvals.grantTtlSeconds * 1000 }),
@@ -208,6 +219,7 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
       listener,
       decider,
       ...(policyVersion ? { policyVersion } : {}),
+      revocations,
       close: async (graceMs = 0) => {
         await listener.close(graceMs);
         for (const c of cleanups.reverse()) await c().catch((err: unknown) => log.warn('shutdown step failed', { err }));

@@ -11,6 +11,8 @@ import { asSessionId, type SessionEndReason } from '../../../core/audit/events.t
 import type { PostgresTarget } from '../../../core/config/schema.ts';
 import { clientMessageFor, IdentityVerificationError } from '../../../core/identity/errors.ts';
 import type { Principal } from '../../../core/identity/principal.ts';
+import type { RevocationList } from '../../../core/identity/revocation.ts';
+import { CLIENT_MESSAGE_REVOCATION_UNAVAILABLE, CLIENT_MESSAGE_REVOKED, SESSION_MESSAGE_REVOKED } from '../../../core/identity/revocation-document.ts';
 import type { Decision, StatementDecider, TargetRef } from '../../../core/policy/decision.ts';
 import type { SecretStore } from '../../../core/secrets/secret-store.ts';
 import type { IdentityVerifier } from '../../../adapters/identity/jwt-verifier.ts';
@@ -66,9 +68,21 @@ export interface SessionContext {
   vault?: ForensicVault;
   /** Where statements held for approval go; absent: they are refused, naming who would approve. */
   approvals?: { service: ApprovalService; newId: () => ApprovalId; config: ApprovalsConfig };
-  onSessionStart?: (s: { shutdown(message: string): void }) => () => void;
+  /** Checked at every login after the token is verified; `unavailable` refuses the login (fail closed). */
+  revocations: RevocationList;
+  /** Registers a live session (after its login); returns the function that unregisters it. */
+  onSessionStart?: (s: LiveSession) => () => void;
   /** Receives each session's final audit write, so shutdown can wait for every trail to be sealed. */
   trackEnd?: (sealed: Promise<unknown>) => void;
+}
+
+/** A session past its login, as the listener sees it: whose it is, and how to end it from outside. */
+export interface LiveSession {
+  readonly principal: { readonly issuer: string; readonly subject: string };
+  /** Ends it with an admin-shutdown error (gateway shutdown); its trail says `shutdown`. */
+  shutdown(message: string): void;
+  /** Ends it because its identity was revoked; its trail says `revoked`. */
+  revoke(): void;
 }
 
 /** An error the client should see, with its SQLSTATE; it ends the connection (FATAL). */
@@ -185,6 +199,22 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       slog.info('login refused', { reason, user });
       throw new ClientFacingError(SqlState.invalidPassword, clientMessageFor(err), 'auth_failed');
     }
+    // Revocation: from an in-memory snapshot, so no login waits on a file or the network.
+    const revocation = ctx.revocations.check(principal.issuer, principal.subject);
+    if (revocation !== 'ok') {
+      const revoked = revocation === 'revoked';
+      await recordAuthFailure(
+        audit,
+        revoked ? 'revoked' : 'revocation_unavailable',
+        revoked ? 'the identity is on the revocation list' : 'the revocation list is unavailable; login refused (fail closed)',
+        revoked ? SqlState.invalidAuthorization : SqlState.cannotConnectNow,
+        user,
+        principal,
+      );
+      slog.info('login refused', { reason: revoked ? 'revoked' : 'revocation_unavailable', subject: principal.subject, issuer: principal.issuer });
+      if (revoked) throw new ClientFacingError(SqlState.invalidAuthorization, CLIENT_MESSAGE_REVOKED, 'auth_failed');
+      throw new ClientFacingError(SqlState.cannotConnectNow, CLIENT_MESSAGE_REVOCATION_UNAVAILABLE, 'auth_failed');
+    }
     const claimed = principal.username;
     if (claimed !== user) {
       await recordAuthFailure(audit, 'user_mismatch', `startup user '${user}' does not match the token's ${ctx.usernameClaim} '${claimed}'`, SqlState.invalidAuthorization, user, principal);
@@ -234,17 +264,30 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     const dbName = target.database ?? target.name;
     let upstream;
     try {
-      const credential = await ctx.secrets.getCredential(target.credential);
-      upstream = await connectUpstream({
-        host: target.host,
-        port: target.port,
-        database: dbName,
-        user: credential.username,
-        password: credential.password,
-        tls: upstreamTls,
-        parameters: passthrough,
-        timeoutMs: 10_000,
-      });
+      const connect = async () => {
+        const credential = await ctx.secrets.getCredential(target.credential);
+        return connectUpstream({
+          host: target.host,
+          port: target.port,
+          database: dbName,
+          user: credential.username,
+          password: credential.password,
+          tls: upstreamTls,
+          parameters: passthrough,
+          timeoutMs: 10_000,
+        });
+      };
+      try {
+        upstream = await connect();
+      } catch (err) {
+        // The target refused the credential: a store that caches (Secrets Manager) may hold one that a
+        // rotation has just replaced. Drop it and try once more with a fresh read.
+        if (!(err instanceof UpstreamConnectError && err.fields?.C?.startsWith('28') && ctx.secrets.invalidate)) throw err;
+        slog.warn('target refused the credential; reading it again once', { target: target.name });
+        await audit.append({ type: 'upstream.connect', target: target.name, host: target.host, port: target.port, database: dbName, tls: target.tls.mode !== 'disable', ok: false, error: `${err.message} (credential read again)` }, { durable: false });
+        ctx.secrets.invalidate(target.credential);
+        upstream = await connect();
+      }
     } catch (err) {
       const fields = err instanceof UpstreamConnectError ? err.fields : undefined;
       await audit.append({ type: 'upstream.connect', target: target.name, host: target.host, port: target.port, database: dbName, tls: target.tls.mode !== 'disable', ok: false, error: err instanceof Error ? err.message : String(err) }, { durable: true });
@@ -266,6 +309,7 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
     reader.detach();
     const sessionAudit = audit;
     let unregister: (() => void) | undefined;
+    let revokedLive = false;
     const held = ctx.approvals
       ? new HeldStatements({
           service: ctx.approvals.service,
@@ -296,18 +340,37 @@ export async function handleConnection(raw: Socket, ctx: SessionContext): Promis
       ...(unmaskedBy ? { unmaskedBy } : {}),
       ...(held ? { held } : {}),
       log: slog,
-      onEnd: (reason, stats) => {
+      onEnd: (relayReason, stats) => {
         ctx.cancels.unregister(key.processId);
         unregister?.();
+        // The relay ends a session from outside as `shutdown`; a revocation is recorded as such.
+        const reason: SessionEndReason = revokedLive && relayReason === 'shutdown' ? 'revoked' : relayReason;
         const sealed = sessionAudit.end({ reason, ...stats, durationMs: Date.now() - started }).catch((err: unknown) => slog.error('audit: session end not recorded', { err }));
         ctx.trackEnd?.(sealed);
         slog.info('session ended', { reason, statements: stats.statements });
       },
     });
     ctx.cancels.intercept(key.processId, () => relay.cancelHeld());
-    unregister = ctx.onSessionStart?.(relay);
+    const live: LiveSession = {
+      principal: { issuer: principal.issuer, subject: principal.subject },
+      shutdown: (message) => relay.shutdown(message),
+      revoke: () => {
+        if (revokedLive) return;
+        revokedLive = true;
+        slog.info('ending the session: its identity has been revoked', { subject: principal.subject, issuer: principal.issuer });
+        // A statement still running on the target would outlive the closed connection (the server notices
+        // a gone client only when it next writes): cancel it, so nothing of a revoked identity runs on.
+        sendCancel({ host: target.host, port: target.port, tls: upstreamTls }, upstream.backendPid, upstream.backendSecret).catch((err: unknown) =>
+          slog.warn('could not cancel the revoked session\'s statement on the target', { err }),
+        );
+        relay.shutdown(SESSION_MESSAGE_REVOKED);
+      },
+    };
+    unregister = ctx.onSessionStart?.(live);
     slog.info('session started', { subject: principal.subject, target: target.name });
     relay.start();
+    // A revocation that landed between the login's check and the registration above ended nobody: look again.
+    if (ctx.revocations.check(principal.issuer, principal.subject) === 'revoked') live.revoke();
   } catch (err) {
     const endReason: SessionEndReason =
       err instanceof ClientFacingError ? err.endReason : err instanceof Error && err.name === 'ProtocolFramingError' ? 'protocol_error' : err instanceof Error && err.name === 'ConnectionClosedError' ? 'client_disconnect' : 'error';

@@ -3,7 +3,7 @@
  * process down: every connection's failure stays inside its own handler.
  */
 import net from 'node:net';
-import type { SessionContext } from './client-session.ts';
+import type { LiveSession, SessionContext } from './client-session.ts';
 import { handleConnection } from './client-session.ts';
 
 export interface ListeningAddress {
@@ -17,9 +17,10 @@ export function isLoopbackHost(host: string): boolean {
 
 export class PostgresListener {
   private server: net.Server | undefined;
-  private readonly sessions = new Set<{ shutdown(message: string): void }>();
+  private readonly sessions = new Set<LiveSession>();
   private readonly sockets = new Set<net.Socket>();
   private readonly ending = new Set<Promise<unknown>>();
+  private stopWatchingRevocations: (() => void) | undefined;
 
   constructor(private readonly ctx: SessionContext) {}
 
@@ -56,8 +57,22 @@ export class PostgresListener {
       });
     });
     this.server = server;
+    // A revocation ends the identity's live sessions; an unreadable list ends none (only new logins are refused).
+    this.stopWatchingRevocations = ctx.revocations.onChange(() => this.endRevokedSessions());
     const addr = server.address() as net.AddressInfo;
     return { host: addr.address, port: addr.port };
+  }
+
+  /** Ends every live session whose identity the revocation list now names. */
+  endRevokedSessions(): number {
+    let ended = 0;
+    for (const s of [...this.sessions]) {
+      if (this.ctx.revocations.check(s.principal.issuer, s.principal.subject) !== 'revoked') continue;
+      s.revoke();
+      ended++;
+    }
+    if (ended > 0) this.ctx.log.info('sessions of revoked identities ended', { sessions: ended });
+    return ended;
   }
 
   /** Stops accepting; live sessions get `graceMs` to finish, then are ended with an admin-shutdown error. */
@@ -65,6 +80,8 @@ export class PostgresListener {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    this.stopWatchingRevocations?.();
+    this.stopWatchingRevocations = undefined;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     const deadline = Date.now() + graceMs;
     while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

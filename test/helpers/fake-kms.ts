@@ -1,0 +1,111 @@
+/**
+ * A fake KMS (GenerateDataKey and Decrypt of symmetric keys) behind the real SDK client; see
+ * fake-aws-json.ts for why a fake and where it sits. There is no local KMS emulator here.
+ *
+ * What it keeps of KMS: data keys are wrapped (AES-256-GCM) under a key that never leaves the fake; the
+ * encryption context is bound to the wrapped key, so Decrypt with a different context fails with
+ * InvalidCiphertextException, as does an altered blob; Decrypt with a KeyId other than the blob's is
+ * IncorrectKeyException; and each caller (the access key id its client signs with, standing for an IAM
+ * role) may use only the operations it is granted, else AccessDeniedException.
+ */
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { KMSClient } from '@aws-sdk/client-kms';
+import { AwsFault, awsJsonRequestHandler } from './fake-aws-json.ts';
+
+export type KmsOperation = 'GenerateDataKey' | 'Decrypt';
+
+export interface KmsCall {
+  operation: string;
+  caller: string | undefined;
+  keyId: string | undefined;
+  encryptionContext: Record<string, string> | undefined;
+}
+
+const BLOB_MAGIC = Buffer.from('FKMS');
+
+export class FakeKms {
+  readonly keyArn: string;
+  readonly calls: KmsCall[] = [];
+  private readonly keys = new Map<string, Buffer>();
+  private readonly grants = new Map<string, Set<KmsOperation>>();
+
+  constructor(keyArn = 'arn:aws:kms:us-east-1:111122223333:key/0f2b7c1e-vault-key') {
+    this.keyArn = keyArn;
+    this.addKey(keyArn);
+  }
+
+  addKey(arn: string): void {
+    this.keys.set(arn, randomBytes(32));
+  }
+
+  /** A client that signs as `role`, which may call `operations` (on every key of this fake). */
+  client(role: string, operations: KmsOperation[]): KMSClient {
+    this.grants.set(role, new Set(operations));
+    return new KMSClient({
+      region: 'us-east-1',
+      credentials: { accessKeyId: role, secretAccessKey: 'test-secret' },
+      maxAttempts: 1,
+      requestHandler: awsJsonRequestHandler((call) => this.operate(call.operation, call.input, call.accessKeyId)) as never,
+    });
+  }
+
+  private operate(operation: string, input: Record<string, unknown>, caller: string | undefined): unknown {
+    const context = input.EncryptionContext as Record<string, string> | undefined;
+    this.calls.push({ operation, caller, keyId: typeof input.KeyId === 'string' ? input.KeyId : undefined, encryptionContext: context });
+    if (operation !== 'GenerateDataKey' && operation !== 'Decrypt') throw new AwsFault('UnsupportedOperationException', `${operation} is not faked`);
+    if (!caller || !this.grants.get(caller)?.has(operation)) {
+      throw new AwsFault(
+        'AccessDeniedException',
+        `User: arn:aws:sts::111122223333:assumed-role/${caller}/session is not authorized to perform: kms:${operation} on this resource because no identity-based policy allows the kms:${operation} action`,
+      );
+    }
+    return operation === 'GenerateDataKey' ? this.generateDataKey(input, context) : this.decrypt(input, context);
+  }
+
+  private resolve(keyId: unknown): string {
+    if (typeof keyId !== 'string' || !this.keys.has(keyId)) throw new AwsFault('NotFoundException', `Key '${String(keyId)}' does not exist`);
+    return keyId;
+  }
+
+  private generateDataKey(input: Record<string, unknown>, context: Record<string, string> | undefined): unknown {
+    const arn = this.resolve(input.KeyId);
+    if (input.KeySpec !== 'AES_256') throw new AwsFault('ValidationException', 'only KeySpec AES_256 is faked');
+    const plaintext = randomBytes(32);
+    const iv = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', this.keys.get(arn)!, iv);
+    c.setAAD(contextAad(context));
+    const wrapped = Buffer.concat([c.update(plaintext), c.final()]);
+    const keyRef = Buffer.from(arn, 'utf8');
+    const blob = Buffer.concat([BLOB_MAGIC, Buffer.from([keyRef.length]), keyRef, iv, wrapped, c.getAuthTag()]);
+    return { KeyId: arn, Plaintext: plaintext.toString('base64'), CiphertextBlob: blob.toString('base64') };
+  }
+
+  private decrypt(input: Record<string, unknown>, context: Record<string, string> | undefined): unknown {
+    const blob = Buffer.from(String(input.CiphertextBlob), 'base64');
+    const invalid = (): AwsFault => new AwsFault('InvalidCiphertextException', '');
+    if (blob.length < BLOB_MAGIC.length + 1 || !blob.subarray(0, 4).equals(BLOB_MAGIC)) throw invalid();
+    const n = blob[4]!;
+    const arn = blob.subarray(5, 5 + n).toString('utf8');
+    if (!this.keys.has(arn)) throw invalid();
+    if (typeof input.KeyId === 'string' && input.KeyId !== arn) {
+      throw new AwsFault('IncorrectKeyException', 'The key ID in the request does not identify a KMS key that can perform this operation.');
+    }
+    const rest = blob.subarray(5 + n);
+    if (rest.length !== 12 + 32 + 16) throw invalid();
+    try {
+      const d = createDecipheriv('aes-256-gcm', this.keys.get(arn)!, rest.subarray(0, 12));
+      d.setAAD(contextAad(context));
+      d.setAuthTag(rest.subarray(44));
+      const plaintext = Buffer.concat([d.update(rest.subarray(12, 44)), d.final()]);
+      return { KeyId: arn, Plaintext: plaintext.toString('base64'), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' };
+    } catch {
+      throw invalid();
+    }
+  }
+}
+
+/** The context as KMS binds it: order does not matter, every pair does. */
+function contextAad(context: Record<string, string> | undefined): Buffer {
+  const pairs = Object.entries(context ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return createHash('sha256').update(JSON.stringify(pairs)).digest();
+}
