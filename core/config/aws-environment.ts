@@ -25,5 +25,7 @@ export const AwsEnvironment = {
   approvalStateMachineArn: 'WARDEN_APPROVAL_STATE_MACHINE_ARN',
   /** Seconds a stopping task keeps serving live sessions after SIGTERM. */
   drainSeconds: 'WARDEN_DRAIN_SECONDS',
+  /** Days after which audit items expire from the tables (their TTL attribute); recordings stay under Object Lock. */
+  auditRetentionDays: 'WARDEN_AUDIT_RETENTION_DAYS',
 } as const;
 export type AwsEnvironmentName = (typeof AwsEnvironment)[keyof typeof AwsEnvironment];
