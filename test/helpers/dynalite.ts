@@ -19,8 +19,8 @@ export interface LocalDynamoDb {
   readonly client: DynamoDBClient;
   /** A new client for this server, e.g. for a handler that builds its own. */
   newClient(): DynamoDBClient;
-  /** Creates a table with a string partition key (default `id`) and waits until it is ACTIVE. */
-  createTable(name: string, partitionKey?: string): Promise<void>;
+  /** Creates a table with a string partition key (default `id`), and a sort key if given; waits until it is ACTIVE. */
+  createTable(name: string, partitionKey?: string, sortKey?: { name: string; type: 'S' | 'N' }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -45,12 +45,12 @@ export async function startDynalite(): Promise<LocalDynamoDb> {
     endpoint,
     client,
     newClient,
-    async createTable(name, partitionKey = 'id') {
+    async createTable(name, partitionKey = 'id', sortKey) {
       await client.send(
         new CreateTableCommand({
           TableName: name,
-          AttributeDefinitions: [{ AttributeName: partitionKey, AttributeType: 'S' }],
-          KeySchema: [{ AttributeName: partitionKey, KeyType: 'HASH' }],
+          AttributeDefinitions: [{ AttributeName: partitionKey, AttributeType: 'S' }, ...(sortKey ? [{ AttributeName: sortKey.name, AttributeType: sortKey.type }] : [])],
+          KeySchema: [{ AttributeName: partitionKey, KeyType: 'HASH' }, ...(sortKey ? [{ AttributeName: sortKey.name, KeyType: 'RANGE' as const }] : [])],
           BillingMode: 'PAY_PER_REQUEST',
         }),
       );

@@ -1,12 +1,12 @@
 /**
- * A fake Secrets Manager (GetSecretValue only) behind the real SDK client; see fake-aws-json.ts for why a
- * fake and where it sits. Secrets have versions with staging labels, and rotation moves them the way
+ * A fake Secrets Manager (GetSecretValue only) behind the real SDK client, in process (`client`) or over
+ * HTTP (`listen`); see fake-aws-json.ts for why a fake and where it sits. Secrets have versions with staging labels, and rotation moves them the way
  * Secrets Manager's rotation does: createSecret adds AWSPENDING, finishSecret moves AWSCURRENT to it and
  * AWSPREVIOUS to the old version.
  */
 import { randomUUID } from 'node:crypto';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { AwsFault, awsJsonRequestHandler } from './fake-aws-json.ts';
+import { AwsFault, awsJsonRequestHandler, serveAwsJson, type AwsJsonServer } from './fake-aws-json.ts';
 
 interface Version {
   secretString?: string;
@@ -33,6 +33,11 @@ export class FakeSecretsManager {
       maxAttempts: 1,
       requestHandler: awsJsonRequestHandler((call) => this.operate(call.operation, call.input)) as never,
     });
+  }
+
+  /** This fake over HTTP on 127.0.0.1, for a client in another process. */
+  listen(): Promise<AwsJsonServer> {
+    return serveAwsJson((call) => this.operate(call.operation, call.input));
   }
 
   /** Stores a new AWSCURRENT version (the old one becomes AWSPREVIOUS); returns its version id. */

@@ -1,12 +1,9 @@
 /**
  * StepFunctionsApprovalService with the approvals table on dynalite (DynamoDbApprovalStore through the
- * real SDK) and Step Functions faked at the SDK's HTTP boundary: no Step Functions emulator is available
- * here, so a local server answers StartExecution, StopExecution and DescribeExecution in the service's
- * JSON protocol, as the API reference describes them (a running execution started again with the same
- * name and input answers as the first call; a closed one, or another input, is ExecutionAlreadyExists;
- * an unknown execution is ExecutionDoesNotExist). A real SFNClient talks to it, so the SDK's
- * serialisation and error parsing are exercised. The execution's functions are played by the test: it
- * creates the request in the table and records votes with core `recordVote`.
+ * real SDK) and Step Functions faked at the SDK's HTTP boundary (test/helpers/fake-step-functions.ts: a
+ * local server answering StartExecution, StopExecution and DescribeExecution in the service's JSON
+ * protocol, talked to by a real SFNClient). The execution's functions are played by the test: it creates
+ * the request in the table and records votes with core `recordVote`.
  *
  * Proves: submit starts one execution named by the request id with `{ request, timeoutSeconds }` and is
  * idempotent, but refuses another request under a used name or an id that cannot name an execution;
@@ -18,94 +15,18 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { SFNClient } from '@aws-sdk/client-sfn';
 import { DynamoDbApprovalStore } from '../../../adapters/aws/dynamodb-approval-store.ts';
 import { ApprovalSubmitError, ApprovalWorkflowError, StepFunctionsApprovalService, type StepFunctionsApprovalServiceOptions } from '../../../adapters/aws/step-functions-approval-service.ts';
 import { ApprovalStatus, newApprovalState, type ApprovalId, type ApprovalRequest, type Approver } from '../../../core/approval/approval-request.ts';
 import { recordVote } from '../../../core/approval/approval-store.ts';
 import { sampleApprovalRequest } from '../../helpers/approval-fixtures.ts';
-import { startDynalite, TEST_CREDENTIALS, TEST_REGION, type LocalDynamoDb } from '../../helpers/dynalite.ts';
+import { startDynalite, type LocalDynamoDb } from '../../helpers/dynalite.ts';
+import { startFakeStepFunctions, type FakeStepFunctions } from '../../helpers/fake-step-functions.ts';
 
 const STATE_MACHINE_ARN = 'arn:aws:states:us-east-1:123456789012:stateMachine:warden-approval';
 const EXECUTION_PREFIX = 'arn:aws:states:us-east-1:123456789012:execution:warden-approval:';
 const TIMEOUT_SECONDS = 900;
 const GRANT_TTL_MS = 3_600_000;
-
-interface FakeExecution {
-  name: string;
-  stateMachineArn: string;
-  input: string;
-  status: 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'ABORTED';
-  startDate: number;
-  stop?: { error?: string; cause?: string };
-}
-
-/** Step Functions' JSON API for the three operations the service calls. */
-async function startFakeStepFunctions() {
-  const executions = new Map<string, FakeExecution>();
-  const calls: { operation: string; body: Record<string, unknown> }[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const operation = String(req.headers['x-amz-target'] ?? '').replace(/^AWSStepFunctions\./, '');
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, string>;
-      calls.push({ operation, body });
-      const reply = (status: number, payload: unknown, errorType?: string) => {
-        res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0', 'x-amzn-requestid': 'req-1', ...(errorType ? { 'x-amzn-errortype': errorType } : {}) });
-        res.end(JSON.stringify(payload));
-      };
-      const fail = (type: string, message: string) => reply(400, { __type: `com.amazonaws.swf.service.v2.model#${type}`, message }, type);
-      if (operation === 'StartExecution') {
-        const arn = body.stateMachineArn!.replace(':stateMachine:', ':execution:') + ':' + body.name;
-        const existing = executions.get(arn);
-        if (existing) {
-          if (existing.status === 'RUNNING' && existing.input === body.input) return reply(200, { executionArn: arn, startDate: existing.startDate / 1000 });
-          return fail('ExecutionAlreadyExists', `Execution Already Exists: '${arn}'`);
-        }
-        const started: FakeExecution = { name: body.name!, stateMachineArn: body.stateMachineArn!, input: body.input!, status: 'RUNNING', startDate: Date.now() };
-        executions.set(arn, started);
-        return reply(200, { executionArn: arn, startDate: started.startDate / 1000 });
-      }
-      const execution = executions.get(body.executionArn!);
-      if (!execution) return fail('ExecutionDoesNotExist', `Execution Does Not Exist: '${body.executionArn}'`);
-      if (operation === 'StopExecution') {
-        if (execution.status === 'RUNNING') {
-          execution.status = 'ABORTED';
-          execution.stop = { ...(body.error !== undefined ? { error: body.error } : {}), ...(body.cause !== undefined ? { cause: body.cause } : {}) };
-        }
-        return reply(200, { stopDate: Date.now() / 1000 });
-      }
-      if (operation === 'DescribeExecution') {
-        return reply(200, {
-          executionArn: body.executionArn,
-          stateMachineArn: execution.stateMachineArn,
-          name: execution.name,
-          status: execution.status,
-          startDate: execution.startDate / 1000,
-          input: execution.input,
-        });
-      }
-      return fail('UnknownOperationException', operation);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const client = new SFNClient({ endpoint, region: TEST_REGION, credentials: TEST_CREDENTIALS, maxAttempts: 1 });
-  return {
-    client,
-    executions,
-    calls,
-    execution: (id: string) => executions.get(EXECUTION_PREFIX + id),
-    async close() {
-      client.destroy();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 const CREATED = Date.parse('2030-01-01T12:00:00.000Z');
 let sequence = 0;
@@ -118,7 +39,7 @@ const alice: Approver = { id: 'alice@example.com', groups: ['db-approvers'], sla
 
 describe('StepFunctionsApprovalService', { timeout: 20_000 }, () => {
   let db: LocalDynamoDb;
-  let sfn: Awaited<ReturnType<typeof startFakeStepFunctions>>;
+  let sfn: FakeStepFunctions;
   let store: DynamoDbApprovalStore;
   /** The clock the service reads; tests move it. */
   let now = CREATED + 60_000;
