@@ -18,6 +18,8 @@ export const AwsEnvironment = {
   auditKeyArn: 'WARDEN_AUDIT_KEY_ARN',
   /** KMS asymmetric key (ARN) that signs each session's seal. */
   auditSigningKeyArn: 'WARDEN_AUDIT_SIGNING_KEY_ARN',
+  /** KMS HMAC_256 key (ARN) whose MAC of `warden-masking:<target>` is each masked target's keyed-hash key. */
+  maskingKeyArn: 'WARDEN_MASKING_KEY_ARN',
   /** S3 bucket and KMS key (ARN) of the forensic vault. */
   vaultBucket: 'WARDEN_VAULT_BUCKET',
   vaultKeyArn: 'WARDEN_VAULT_KEY_ARN',

@@ -8,7 +8,7 @@
  * start (fail closed), so a missing variable stops start-up with its name.
  */
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { KMSClient } from '@aws-sdk/client-kms';
+import { GenerateMacCommand, KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SFNClient } from '@aws-sdk/client-sfn';
@@ -47,6 +47,7 @@ export async function awsAdaptersFromEnvironment(config: WardenConfig, log: Logg
     approvals: need(AwsEnvironment.approvalsTable),
     stateMachine: need(AwsEnvironment.approvalStateMachineArn),
     revocations: need(AwsEnvironment.revocationsTable),
+    maskingKey: need(AwsEnvironment.maskingKeyArn),
   };
   const retentionDays = Number(env[AwsEnvironment.auditRetentionDays] ?? '0');
 
@@ -89,5 +90,14 @@ export async function awsAdaptersFromEnvironment(config: WardenConfig, log: Logg
       grantTtlMs: config.approvals.grantTtlSeconds * 1000,
     }),
     revocations,
+    maskingHashKey: async (target) => {
+      try {
+        const out = await kms.send(new GenerateMacCommand({ KeyId: names.maskingKey, MacAlgorithm: 'HMAC_SHA_256', Message: Buffer.from(`warden-masking:${target}`, 'utf8') }));
+        if (!out.Mac || out.Mac.length < 32) throw new Error('no MAC in the answer');
+        return out.Mac;
+      } catch (err) {
+        throw new AwsAdaptersUnavailableError(`the masking key ${names.maskingKey} cannot be used for target ${target}`, { cause: err });
+      }
+    },
   };
 }

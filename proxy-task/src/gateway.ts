@@ -30,7 +30,7 @@ import { createLogger, type Logger } from './log.ts';
 import { CancelRegistry } from './postgres/cancel-registry.ts';
 import { LocalForensicVault } from '../../adapters/local/forensic-vault.ts';
 import { LocalRevocationFile, revocationsFilePath } from '../../adapters/local/revocation-file.ts';
-import { createTargetMasking, loadOrCreateMaskingKey, type TargetMasking } from './postgres/masking/target-masking.ts';
+import { createTargetMasking, loadOrCreateMaskingKey, localHashKey, type TargetMasking } from './postgres/masking/target-masking.ts';
 import { isLoopbackHost, PostgresListener, type ListeningAddress } from './postgres/listener.ts';
 
 export const DEMO_CREDENTIAL = 'demo-db';
@@ -75,6 +75,12 @@ export interface GatewayAdapters {
   vault?: ForensicVault;
   approvals?: ApprovalService;
   revocations?: RevocationList;
+  /**
+   * A masked target's keyed-hash key. The same on every task and after every restart, so a value's
+   * pseudonym stays the same (AWS: a KMS HMAC key's MAC, the key never leaves KMS). Default: derived
+   * from the local masking key file.
+   */
+  maskingHashKey?: (targetName: string) => Promise<Uint8Array>;
 }
 
 export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -173,10 +179,10 @@ export async function startGateway(loaded: LoadedConfig, opts: GatewayOptions = 
     let vault: ForensicVault | undefined;
     const maskedTargets = config.targets.filter((t) => t.masking);
     if (maskedTargets.length > 0) {
-      const maskingKey = loadOrCreateMaskingKey(join(stateDir, 'masking.key'));
+      const hashKeyOf = opts.adapters?.maskingHashKey ?? ((name: string) => Promise.resolve(localHashKey(loadOrCreateMaskingKey(join(stateDir, 'masking.key')), name)));
       vault = opts.adapters?.vault ?? (await LocalForensicVault.open({ stateDir }));
       for (const t of maskedTargets) {
-        const m = createTargetMasking(t, secrets, maskingKey, upstreamCa.get(t.name));
+        const m = createTargetMasking(t, secrets, await hashKeyOf(t.name), upstreamCa.get(t.name));
         masking.set(t.name, m);
         cleanups.push(() => m.close());
       }

@@ -57,7 +57,9 @@ async function main(): Promise<void> {
     `Warden is listening for PostgreSQL on ${host}:${port} (TLS: ${loaded.config.listeners.postgres.tls.mode}).`,
     gw.devIssuerUrl ? `Development token issuer: ${gw.devIssuerUrl} (JWKS at ${gw.devIssuerUrl}/.well-known/jwks.json)` : '',
     gw.demoDatabase ? `Demo target "${demo}": PostgreSQL ${gw.demoDatabase.version} on 127.0.0.1:${gw.demoDatabase.port} (only Warden holds its credential)` : '',
-    `Audit trail: ${loaded.auditDir}  (npx warden audit sessions)`,
+    adapters
+      ? `Audit trail: DynamoDB tables ${process.env[AwsEnvironment.auditSessionsTable]} and ${process.env[AwsEnvironment.auditEventsTable]}, recordings in s3://${process.env[AwsEnvironment.recordingsBucket]}`
+      : `Audit trail: ${loaded.auditDir}  (npx warden audit sessions)`,
     gw.policyVersion ? `Policy: ${gw.policyVersion} from ${loaded.policyDir}  (npx warden policy explain --help)` : '',
     '',
     'Connect as an agent:',

@@ -14,11 +14,11 @@
  * @see https://docs.aws.amazon.com/kms/latest/APIReference/API_Sign.html
  * @see https://docs.aws.amazon.com/kms/latest/APIReference/API_GetPublicKey.html
  */
-import { createCipheriv, createDecipheriv, createHash, generateKeyPairSync, randomBytes, sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, generateKeyPairSync, randomBytes, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { AwsFault, awsJsonRequestHandler, serveAwsJson, type AwsJsonServer } from './fake-aws-json.ts';
 
-export type KmsOperation = 'GenerateDataKey' | 'Decrypt' | 'Sign' | 'GetPublicKey';
+export type KmsOperation = 'GenerateDataKey' | 'Decrypt' | 'Sign' | 'GetPublicKey' | 'GenerateMac';
 
 export interface KmsCall {
   operation: string;
@@ -42,6 +42,7 @@ export class FakeKms {
   private readonly keys = new Map<string, Buffer>();
   private readonly signingKeys = new Map<string, SigningKey>();
   private readonly grants = new Map<string, Set<KmsOperation>>();
+  private readonly macKeys = new Map<string, Buffer>();
 
   constructor(keyArn = 'arn:aws:kms:us-east-1:111122223333:key/0f2b7c1e-vault-key') {
     this.keyArn = keyArn;
@@ -55,6 +56,26 @@ export class FakeKms {
   /** An asymmetric ECC_NIST_P256 key with usage SIGN_VERIFY (the audit seal's key). */
   addSigningKey(arn: string): void {
     this.signingKeys.set(arn, generateKeyPairSync('ec', { namedCurve: 'P-256' }));
+  }
+
+  /** An HMAC_256 key with usage GENERATE_VERIFY_MAC (the masking key). */
+  addMacKey(arn: string): void {
+    this.macKeys.set(arn, randomBytes(32));
+  }
+
+  /** What GenerateMac answers for `message` with the HMAC key `arn` (to check what a caller derived). */
+  mac(arn: string, message: Buffer): Buffer {
+    const key = this.macKeys.get(arn);
+    if (!key) throw new Error(`no HMAC key ${arn}`);
+    return createHmac('sha256', key).update(message).digest();
+  }
+
+  private generateMac(input: Record<string, unknown>): unknown {
+    const key = typeof input.KeyId === 'string' ? this.macKeys.get(input.KeyId) : undefined;
+    if (!key) throw new AwsFault('NotFoundException', `Key '${String(input.KeyId)}' does not exist`);
+    if (input.MacAlgorithm !== 'HMAC_SHA_256') throw new AwsFault('InvalidKeyUsageException', `${String(input.MacAlgorithm)} is not valid for ${String(input.KeyId)}`);
+    const message = Buffer.from(String(input.Message ?? ''), 'base64');
+    return { KeyId: input.KeyId, MacAlgorithm: 'HMAC_SHA_256', Mac: createHmac('sha256', key).update(message).digest().toString('base64') };
   }
 
   /** Lets `role` (an access key id) call exactly `operations`, on every key of this fake. */
@@ -81,7 +102,7 @@ export class FakeKms {
   private operate(operation: string, input: Record<string, unknown>, caller: string | undefined): unknown {
     const context = input.EncryptionContext as Record<string, string> | undefined;
     this.calls.push({ operation, caller, keyId: typeof input.KeyId === 'string' ? input.KeyId : undefined, encryptionContext: context });
-    if (operation !== 'GenerateDataKey' && operation !== 'Decrypt' && operation !== 'Sign' && operation !== 'GetPublicKey') {
+    if (operation !== 'GenerateDataKey' && operation !== 'Decrypt' && operation !== 'Sign' && operation !== 'GetPublicKey' && operation !== 'GenerateMac') {
       throw new AwsFault('UnsupportedOperationException', `${operation} is not faked`);
     }
     if (!caller || !this.grants.get(caller)?.has(operation)) {
@@ -99,6 +120,8 @@ export class FakeKms {
         return this.sign(input);
       case 'GetPublicKey':
         return this.getPublicKey(input);
+      case 'GenerateMac':
+        return this.generateMac(input);
     }
   }
 

@@ -17,6 +17,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { pseudonym } from '../../../core/masking/strategies.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -60,6 +61,7 @@ const NAMES = {
   auditKey: `arn:aws:kms:${TEST_REGION}:${ACCOUNT}:key/audit-tables-key`,
   signingKey: `arn:aws:kms:${TEST_REGION}:${ACCOUNT}:key/audit-seal-key`,
   vaultKey: `arn:aws:kms:${TEST_REGION}:${ACCOUNT}:key/vault-key`,
+  maskingKey: `arn:aws:kms:${TEST_REGION}:${ACCOUNT}:key/masking-hmac-key`,
   stateMachine: `arn:aws:states:${TEST_REGION}:${ACCOUNT}:stateMachine:warden-approval`,
 } as const;
 /** s3rver checks SigV4 signatures against its own account, so the task signs every request with it. */
@@ -114,8 +116,9 @@ describe('Warden on its AWS adapters, against local stand-ins', { skip, timeout:
     await db.createTable(NAMES.revocations, 'identity');
     kms.addKey(NAMES.auditKey);
     kms.addSigningKey(NAMES.signingKey);
+    kms.addMacKey(NAMES.maskingKey);
     // The task's role: data keys for the vault, the seal's key; never Decrypt.
-    kms.grant(TASK_ROLE, ['GenerateDataKey', 'Sign', 'GetPublicKey']);
+    kms.grant(TASK_ROLE, ['GenerateDataKey', 'Sign', 'GetPublicKey', 'GenerateMac']);
     secrets.put(NAMES.credential, JSON.stringify({ username: TARGET_USER, password: TARGET_PASSWORD }));
 
     stateDir = mkdtempSync(join(tmpdir(), 'warden-aws-e2e-'));
@@ -141,6 +144,7 @@ describe('Warden on its AWS adapters, against local stand-ins', { skip, timeout:
             columns: [
               { column: 'public.people.email', strategy: 'redact' },
               { column: 'public.people.ssn', strategy: 'partial' },
+              { column: 'public.people.name', strategy: 'hash' },
             ],
           },
         },
@@ -165,6 +169,7 @@ describe('Warden on its AWS adapters, against local stand-ins', { skip, timeout:
       [AwsEnvironment.approvalStateMachineArn]: NAMES.stateMachine,
       [AwsEnvironment.drainSeconds]: '1',
       [AwsEnvironment.auditRetentionDays]: '400',
+      [AwsEnvironment.maskingKeyArn]: NAMES.maskingKey,
     } satisfies Record<AwsEnvironmentName, string>;
     const env: Record<string, string | undefined> = {
       ...process.env,
@@ -264,7 +269,9 @@ describe('Warden on its AWS adapters, against local stand-ins', { skip, timeout:
     });
     assert.equal(r.code, 0, `${describeRun(r)}\n${output}`);
     const [id, name, email, ssn] = r.stdout.trim().split('|');
-    assert.deepEqual([id, name, email], ['1', 'Alice', '[REDACTED]']);
+    // The keyed hash's key is the KMS HMAC key's MAC of the target: the same on every task and restart.
+    const hashKey = kms.mac(NAMES.maskingKey, Buffer.from('warden-masking:appdb', 'utf8'));
+    assert.deepEqual([id, name, email], ['1', pseudonym('Alice', hashKey), '[REDACTED]']);
     assert.ok(ssn!.endsWith('6789') && !ssn!.includes('123-45'), ssn);
 
     const s = await sessionOf('reader-agent');
@@ -291,7 +298,7 @@ describe('Warden on its AWS adapters, against local stand-ins', { skip, timeout:
     const events = (await readAwsSessionEvents(store, s.sessionId)).events;
     const end = events.find((e): e is AuditEventOf<'statement.end'> => e.type === 'statement.end' && e.vault !== undefined);
     assert.ok(end?.vault, `a statement.end names its vault record: ${JSON.stringify(events)}`);
-    assert.equal(end.vault.cells, 2, 'email and ssn of one row');
+    assert.equal(end.vault.cells, 3, 'name, email and ssn of one row');
 
     const key = s3VaultObjectKey('', s.sessionId, end.statementId);
     const object = await s3.client.send(new GetObjectCommand({ Bucket: NAMES.vault, Key: key }));
@@ -302,10 +309,14 @@ describe('Warden on its AWS adapters, against local stand-ins', { skip, timeout:
     const operator = new S3ForensicVaultReader({ s3: s3.client, kms: kms.client('vault-operator', ['Decrypt']), bucket: NAMES.vault, keyId: NAMES.vaultKey });
     const record = await operator.read(s.sessionId, end.statementId);
     assert.equal(record.ref.sha256, end.vault.sha256, 'the trail names exactly this object');
-    assert.deepEqual(record.cells.map((c) => [c.columnName, c.original]).sort(), [['email', EMAIL], ['ssn', SSN]]);
+    assert.deepEqual(record.cells.map((c) => [c.columnName, c.original]).sort(), [['email', EMAIL], ['name', 'Alice'], ['ssn', SSN]]);
 
     const taskCalls = new Set(kms.calls.filter((c) => c.caller === TASK_ROLE).map((c) => `${c.operation} ${c.keyId}`));
-    assert.deepEqual([...taskCalls].sort(), [`GenerateDataKey ${NAMES.vaultKey}`, `GetPublicKey ${NAMES.signingKey}`, `Sign ${NAMES.signingKey}`], 'the task only wraps data keys and signs seals');
+    assert.deepEqual(
+      [...taskCalls].sort(),
+      [`GenerateDataKey ${NAMES.vaultKey}`, `GenerateMac ${NAMES.maskingKey}`, `GetPublicKey ${NAMES.signingKey}`, `Sign ${NAMES.signingKey}`],
+      'the task only wraps data keys, derives the masking key and signs seals',
+    );
   });
 
   test('node-postgres: a production write by a writer is refused naming its request, whose Step Functions execution was started with it', async () => {

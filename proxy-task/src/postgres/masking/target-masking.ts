@@ -26,7 +26,13 @@ export interface TargetMasking {
 /** Column rules are traced again when older than this (and after any DDL through Warden). */
 export const CATALOG_MAX_AGE_MS = 60_000;
 
-export function createTargetMasking(target: PostgresTarget, secrets: SecretStore, maskingKey: Uint8Array, ca: Buffer | undefined): TargetMasking {
+/** A target's keyed-hash key from the local masking key (`.warden/masking.key`). */
+export function localHashKey(maskingKey: Uint8Array, targetName: string): Uint8Array {
+  return createHmac('sha256', maskingKey).update(`warden-masking:${targetName}`).digest();
+}
+
+/** `hashKey`: the target's keyed-hash key (localHashKey, or a KMS HMAC key's MAC of the same message on AWS). */
+export function createTargetMasking(target: PostgresTarget, secrets: SecretStore, hashKey: Uint8Array, ca: Buffer | undefined): TargetMasking {
   if (!target.masking) throw new Error(`target ${target.name} has no masking configuration`);
   const policy = maskingPolicyOf(target.masking);
   let client: pg.Client | undefined;
@@ -59,7 +65,7 @@ export function createTargetMasking(target: PostgresTarget, secrets: SecretStore
   return {
     policy,
     catalog,
-    hashKey: createHmac('sha256', maskingKey).update(`warden-masking:${target.name}`).digest(),
+    hashKey,
     confinement: target.masking.strict ? new MaskingConfinement(policy.columns) : undefined,
     close: async () => {
       const c = client;
