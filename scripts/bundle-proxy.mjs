@@ -3,6 +3,7 @@
 // modules the bundle loads at run time, the Cedar policies and the demo seed. The folder runs with
 // `node dist/proxy/main.mjs` and needs no node_modules.
 // Usage: node scripts/bundle-proxy.mjs   (npm run bundle)
+import { ESM_BUNDLE_BANNER_LINES, ESM_BUNDLE_DEFINE } from './esm-bundle-banner.mjs';
 import { build } from 'esbuild';
 import { builtinModules, createRequire } from 'node:module';
 import { copyFileSync, cpSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -22,17 +23,7 @@ const RUNTIME_FILES = [
 // Left out of the bundle and absent at run time: pg loads pg-native only for `pg.native`, which Warden never uses.
 const EXTERNAL = ['pg-native'];
 
-// An ES module has no require, __filename or __dirname; bundled CommonJS packages use all three.
-// `define` below points the free __dirname / __filename of those packages at these constants; code that
-// declares its own is left alone.
-const banner = [
-  "import { createRequire as __wardenCreateRequire } from 'node:module';",
-  "import { fileURLToPath as __wardenFileURLToPath } from 'node:url';",
-  "import { dirname as __wardenDirname } from 'node:path';",
-  'const require = __wardenCreateRequire(import.meta.url);',
-  'const __wardenBundleFile = __wardenFileURLToPath(import.meta.url);',
-  'const __wardenBundleDir = __wardenDirname(__wardenBundleFile);',
-].join('\n');
+const banner = ESM_BUNDLE_BANNER_LINES.join('\n');
 
 const started = Date.now();
 rmSync(outDir, { recursive: true, force: true });
@@ -54,7 +45,7 @@ const result = await build({
   splitting: false,
   external: EXTERNAL,
   banner: { js: banner },
-  define: { __dirname: '__wardenBundleDir', __filename: '__wardenBundleFile' },
+  define: ESM_BUNDLE_DEFINE,
   legalComments: 'linked',
   metafile: true,
   logLevel: 'warning',

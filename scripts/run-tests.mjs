@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // Runs the test files under test/ with Node's test runner (Node 20 has no glob support for --test).
-// Usage: node scripts/run-tests.mjs [folder-or-file ...]   (default: test/unit test/integration test/e2e)
+// Usage: node scripts/run-tests.mjs [folder-or-file ...]   (default: test/unit test/integration test/e2e test/infra)
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
-const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['test/unit', 'test/integration', 'test/e2e'];
+const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['test/unit', 'test/integration', 'test/e2e', 'test/infra'];
 const files = [];
 const walk = (p) => {
   let st;

@@ -242,9 +242,14 @@ export const AwsDeploymentSchema = z
       .object({
         cidr: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 CIDR such as 10.40.0.0/16').default('10.40.0.0/16'),
         maxAzs: z.number().int().min(2).max(3).default(2),
+        /**
+         * NAT gateways for the tasks' egress to what is not an AWS API (identity providers' JWKS, targets
+         * outside the VPC). 0: none; the VPC is then reached only through peering, a transit gateway or VPN.
+         */
+        natGateways: z.number().int().min(0).max(3).default(0),
       })
       .strict()
-      .default({ cidr: '10.40.0.0/16', maxAzs: 2 }),
+      .default({ cidr: '10.40.0.0/16', maxAzs: 2, natGateways: 0 }),
     loadBalancer: z
       .object({
         /** Internal (reachable from the VPC and peered networks only) unless set to false. */

@@ -3,7 +3,8 @@
  * (approval-outcome.ts). Invoked by the approval state machine's RecordOutcome task and by the
  * EventBridge rule on "Step Functions Execution Status Change" (status ABORTED) of that state machine.
  *
- * Environment: APPROVALS_TABLE, SLACK_BOT_TOKEN, SLACK_API_URL (optional, e.g. GovSlack's API),
+ * Environment: APPROVALS_TABLE, SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_SECRET_ID
+ * (../approval-request/slack-secrets.ts), SLACK_API_URL (optional, e.g. GovSlack's API),
  * POWERTOOLS_LOG_LEVEL, POWERTOOLS_SERVICE_NAME.
  */
 import middy, { type MiddlewareObj } from '@middy/core';
@@ -12,6 +13,7 @@ import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { WebClient } from '@slack/web-api';
 import { DynamoDbApprovalStore } from '../../adapters/aws/dynamodb-approval-store.ts';
+import { slackSecret } from '../approval-request/slack-secrets.ts';
 import { ApprovalOutcomeEventInvalidError, handleOutcomeEvent, parseOutcomeEvent, type ApprovalOutcomeDeps, type OutcomeResult } from './approval-outcome.ts';
 
 const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'warden-approval-outcome' });
@@ -27,16 +29,14 @@ const web = new WebClient(undefined, {
   allowAbsoluteUrls: false,
 });
 
+const slackToken = slackSecret('SLACK_BOT_TOKEN');
+
 const dependencies: ApprovalOutcomeDeps = {
   store: new DynamoDbApprovalStore({ client: new DynamoDBClient({}), tableName }),
   slack: {
     chat: {
       // Read per call: a missing token fails the Slack update, not the recording of the outcome before it.
-      update: (args) => {
-        const token = process.env.SLACK_BOT_TOKEN;
-        if (!token) throw new Error('SLACK_BOT_TOKEN is not set');
-        return web.chat.update({ ...args, token });
-      },
+      update: async (args) => web.chat.update({ ...args, token: await slackToken() }),
     },
   },
   logger,

@@ -4,7 +4,8 @@
  * APPROVALS_CONFIG fails the cold start, so the task fails instead of posting to nobody.
  *
  * Environment: APPROVALS_TABLE, APPROVALS_CONFIG (JSON of the configuration's `approvals` section),
- * SLACK_BOT_TOKEN, SLACK_API_URL (optional), POWERTOOLS_LOG_LEVEL, POWERTOOLS_SERVICE_NAME.
+ * SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_SECRET_ID (slack-secrets.ts), SLACK_API_URL (optional),
+ * POWERTOOLS_LOG_LEVEL, POWERTOOLS_SERVICE_NAME.
  */
 import middy, { type MiddlewareObj } from '@middy/core';
 import { Logger } from '@aws-lambda-powertools/logger';
@@ -16,17 +17,17 @@ import {
   ApprovalTaskInvalidError,
   approvalClientsFromEnv,
   approvalsConfigFromEnv,
-  envSecret,
   requestApproval,
   type ApprovalRequestResult,
 } from './approval-request.ts';
+import { slackSecret } from './slack-secrets.ts';
 
 const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'warden-approval-request' });
 
 const dependencies = {
   // The token is passed per call, so a provider may fetch or rotate it; a few quick retries fit the task's timeout.
   ...approvalClientsFromEnv({ slack: { retryConfig: { retries: 2, factor: 2, minTimeout: 200, maxTimeout: 2000 }, timeout: 5000 } }),
-  slackToken: envSecret('SLACK_BOT_TOKEN'),
+  slackToken: slackSecret('SLACK_BOT_TOKEN'),
   config: approvalsConfigFromEnv(),
   log: logger,
 };

@@ -3,14 +3,16 @@
  * handleSlackInteraction (slack-interactions.ts). Clients and configuration are built once per container.
  *
  * Environment: APPROVALS_TABLE, APPROVALS_CONFIG (JSON of the configuration's `approvals` section),
- * SLACK_SIGNING_SECRET, SLACK_BOT_TOKEN, SLACK_API_URL (optional), POWERTOOLS_LOG_LEVEL,
+ * SLACK_SIGNING_SECRET or SLACK_SIGNING_SECRET_ID, SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_SECRET_ID
+ * (../approval-request/slack-secrets.ts), SLACK_API_URL (optional), POWERTOOLS_LOG_LEVEL,
  * POWERTOOLS_SERVICE_NAME.
  */
 import middy, { type MiddlewareObj } from '@middy/core';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
-import { approvalClientsFromEnv, approvalsConfigFromEnv, approversOf, envSecret } from '../approval-request/approval-request.ts';
+import { approvalClientsFromEnv, approvalsConfigFromEnv, approversOf } from '../approval-request/approval-request.ts';
+import { slackSecret } from '../approval-request/slack-secrets.ts';
 import { handleSlackInteraction, type FunctionUrlResult } from './slack-interactions.ts';
 
 const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'warden-slack-interactions' });
@@ -18,8 +20,8 @@ const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 
 const dependencies = {
   // Slack waits 3 seconds for the answer: no retries and no waiting on rate limits here.
   ...approvalClientsFromEnv({ slack: { retryConfig: { retries: 0 }, rejectRateLimitedCalls: true, timeout: 2000 } }),
-  slackToken: envSecret('SLACK_BOT_TOKEN'),
-  signingSecret: envSecret('SLACK_SIGNING_SECRET'),
+  slackToken: slackSecret('SLACK_BOT_TOKEN'),
+  signingSecret: slackSecret('SLACK_SIGNING_SECRET'),
   approvers: approversOf(approvalsConfigFromEnv()),
   log: logger,
 };
