@@ -8,9 +8,13 @@
  * that changes nothing, is an `identity.revocation` event in the operators' audit trail, in an audit
  * session of its own (sealed at once). The session is opened before the file is touched, so a trail that
  * cannot be written changes nothing (fail closed): an unaudited unrevoke would restore access silently.
+ *
+ * With `--aws` (or `--aws-table <name>`) the commands work on an AWS deployment's revocation table
+ * instead (cli/aws/revocation-table.ts, loaded only then), which the proxy tasks read every 15 s by
+ * default; the change is still recorded in the local operators' trail, the same way.
  */
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
@@ -22,8 +26,10 @@ import { readRevocationFile, revocationsFilePath, writeRevocationFile } from '..
 import { asSessionId } from '../../core/audit/events.ts';
 import type { IdentityRevocationFields, SessionId } from '../../core/audit/events.ts';
 import type { SessionAudit } from '../../core/audit/ports.ts';
+import { AwsEnvironment } from '../../core/config/aws-environment.ts';
 import type { RevokedIdentity } from '../../core/identity/revocation.ts';
 import { MAX_REVOCATION_FIELD_CHARS, withoutRevocation, withRevocation } from '../../core/identity/revocation-document.ts';
+import type { RevocationTable } from '../aws/revocation-table.ts';
 import { action, operatorAuditDir } from './audit.ts';
 
 export class RevocationsCliError extends Error {
@@ -33,7 +39,12 @@ export class RevocationsCliError extends Error {
   }
 }
 
-interface ChangeOptions {
+interface TableOptions {
+  aws?: boolean;
+  awsTable?: string;
+}
+
+interface ChangeOptions extends TableOptions {
   issuer: string;
   sub: string;
   reason?: string;
@@ -43,20 +54,60 @@ interface ChangeOptions {
 const ISSUER_HELP = "the token issuer, exactly as in the tokens' `iss` (and in `warden audit show`)";
 const SUB_HELP = 'the subject, exactly as the identity is mapped (the `sub` claim unless identity.claims.subject says otherwise)';
 const AS_HELP = 'who is acting, for the audit trail and the list (default: the OS user)';
+const AWS_HELP = "an AWS deployment's revocation table instead of the local file (region and credentials from the AWS SDK's usual chain)";
+const AWS_TABLE_HELP = 'the AWS revocation table (stack output RevocationsTable; given on the command line it implies --aws)';
+
+/** --aws and --aws-table, on each command that reads or changes the list. */
+function withTableOptions(command: Command): Command {
+  return command.option('--aws', AWS_HELP).addOption(new Option('--aws-table <name>', AWS_TABLE_HELP).env(AwsEnvironment.revocationsTable));
+}
+
+/**
+ * The AWS table the options name, or undefined for the local file. The environment variable only names
+ * the table: it never switches from the file to AWS by itself.
+ */
+async function openTable(opts: TableOptions, command: Command): Promise<RevocationTable | undefined> {
+  if (!opts.aws && command.getOptionValueSource('awsTable') !== 'cli') return undefined;
+  if (!opts.awsTable) throw new RevocationsCliError(`with --aws, give --aws-table or set ${AwsEnvironment.revocationsTable} (stack output RevocationsTable)`);
+  const { revocationTable } = await import('../aws/revocation-table.ts');
+  return revocationTable(opts.awsTable);
+}
+
+async function withTable(opts: TableOptions, command: Command, fn: (table: RevocationTable | undefined) => Promise<void>): Promise<void> {
+  const table = await openTable(opts, command);
+  try {
+    await fn(table);
+  } finally {
+    table?.close();
+  }
+}
 
 export function registerRevocationCommands(program: Command, getConfig: () => LoadedConfig): void {
-  program
+  const list = program
     .command('revocations')
     .description('the identities that may no longer connect (revoke / unrevoke change it; both are audited)')
     .command('list')
     .description('list revoked identities (issuer, subject, when, by whom, why)')
-    .option('--json', 'print the list as JSON')
-    .action(
-      action(async (opts: { json?: boolean }) => {
-        const path = revocationsFilePath(getConfig());
-        const { revoked } = await readRevocationFile(path);
+    .option('--json', 'print the list as JSON');
+  withTableOptions(list).action(
+    action(async (opts: TableOptions & { json?: boolean }, command: Command) =>
+      withTable(opts, command, async (aws) => {
+        let revoked: readonly RevokedIdentity[];
+        let where: string;
+        if (aws) {
+          const read = await aws.list();
+          revoked = read.revoked;
+          where = `table ${aws.tableName}`;
+          for (const bad of read.invalid) {
+            process.stderr.write(`warning: item ${oneLine(JSON.stringify(bad.identity) ?? '?')} is not a revocation (${oneLine(bad.problem)}); proxy tasks cannot read the table while it is there and refuse every login after a minute\n`);
+          }
+          if (read.invalid.length > 0) process.exitCode = 1;
+        } else {
+          where = revocationsFilePath(getConfig());
+          revoked = (await readRevocationFile(where)).revoked;
+        }
         if (opts.json) return out(JSON.stringify(revoked, null, 2));
-        if (revoked.length === 0) return out(`no revoked identities in ${path}`);
+        if (revoked.length === 0) return out(`no revoked identities in ${where}`);
         out(
           table(
             ['ISSUER', 'SUBJECT', 'REVOKED AT', 'BY', 'REASON'],
@@ -64,54 +115,63 @@ export function registerRevocationCommands(program: Command, getConfig: () => Lo
           ),
         );
       }),
-    );
+    ),
+  );
 
-  program
+  const revoke = program
     .command('revoke')
     .description("revoke an identity: its new logins are refused and a running gateway ends its live sessions (audited)")
     .requiredOption('--issuer <url>', ISSUER_HELP, identifier)
     .requiredOption('--sub <subject>', SUB_HELP, identifier)
     .requiredOption('--reason <text>', 'why (kept in the list and the audit trail; never shown to the agent)', reasonText)
-    .option('--as <operator>', AS_HELP, identifier)
-    .action(action(async (opts: ChangeOptions) => change(getConfig(), 'revoke', opts)));
+    .option('--as <operator>', AS_HELP, identifier);
+  withTableOptions(revoke).action(
+    action(async (opts: ChangeOptions, command: Command) => withTable(opts, command, async (aws) => change(getConfig(), 'revoke', opts, aws))),
+  );
 
-  program
+  const unrevoke = program
     .command('unrevoke')
     .description('lift a revocation: the identity may log in again (audited)')
     .requiredOption('--issuer <url>', ISSUER_HELP, identifier)
     .requiredOption('--sub <subject>', SUB_HELP, identifier)
     .option('--reason <text>', 'why, for the audit trail', reasonText)
-    .option('--as <operator>', AS_HELP, identifier)
-    .action(action(async (opts: ChangeOptions) => change(getConfig(), 'unrevoke', opts)));
+    .option('--as <operator>', AS_HELP, identifier);
+  withTableOptions(unrevoke).action(
+    action(async (opts: ChangeOptions, command: Command) => withTable(opts, command, async (aws) => change(getConfig(), 'unrevoke', opts, aws))),
+  );
 }
 
-async function change(loaded: LoadedConfig, verb: 'revoke' | 'unrevoke', opts: ChangeOptions): Promise<void> {
+/** Changes the local file, or `aws` (an AWS deployment's table) when given. */
+async function change(loaded: LoadedConfig, verb: 'revoke' | 'unrevoke', opts: ChangeOptions, aws: RevocationTable | undefined): Promise<void> {
   const path = revocationsFilePath(loaded);
   const osUser = currentOsUser();
   const operator = { issuer: `local:${hostname()}`, subject: opts.as ?? osUser };
+  // The local configuration's issuers say nothing about a deployment's (its configuration lives in the stack).
   const known = configuredIssuers(loaded);
-  if (!known.includes(opts.issuer)) {
+  if (!aws && !known.includes(opts.issuer)) {
     process.stderr.write(`warning: ${JSON.stringify(opts.issuer)} is not a configured issuer (${known.map((i) => JSON.stringify(i)).join(', ') || 'none'}); the entry only matches tokens whose iss is exactly this\n`);
   }
   const result = await withOperatorTrail(loaded, osUser, async (trail) => {
-    const outcome = await withFileLock(
-      `${path}.lock`,
-      async () => {
-        const doc = await readRevocationFile(path).catch((err: unknown) => {
-          throw new RevocationsCliError(`${(err as Error).message}; fix or remove the file first (the gateway refuses every login while it is invalid)`, { cause: err });
-        });
-        if (verb === 'revoke') {
-          const entry: RevokedIdentity = { issuer: opts.issuer, subject: opts.sub, revokedAt: new Date().toISOString(), ...(opts.reason !== undefined ? { reason: opts.reason } : {}), revokedBy: operator.subject };
-          const r = withRevocation(doc, entry);
-          if (r.changed) await writeRevocationFile(path, r.doc);
-          return { changed: r.changed, existing: r.existing };
-        }
-        const r = withoutRevocation(doc, opts.issuer, opts.sub);
-        if (r.changed) await writeRevocationFile(path, r.doc);
-        return { changed: r.changed, existing: undefined };
-      },
-      { staleMs: 30_000, timeoutMs: 60_000 },
-    );
+    const entry: RevokedIdentity = { issuer: opts.issuer, subject: opts.sub, revokedAt: new Date().toISOString(), ...(opts.reason !== undefined ? { reason: opts.reason } : {}), revokedBy: operator.subject };
+    const outcome = aws
+      ? await (verb === 'revoke' ? aws.revoke(entry) : aws.unrevoke(opts.issuer, opts.sub))
+      : await withFileLock(
+          `${path}.lock`,
+          async () => {
+            const doc = await readRevocationFile(path).catch((err: unknown) => {
+              throw new RevocationsCliError(`${(err as Error).message}; fix or remove the file first (the gateway refuses every login while it is invalid)`, { cause: err });
+            });
+            if (verb === 'revoke') {
+              const r = withRevocation(doc, entry);
+              if (r.changed) await writeRevocationFile(path, r.doc);
+              return { changed: r.changed, existing: r.existing };
+            }
+            const r = withoutRevocation(doc, opts.issuer, opts.sub);
+            if (r.changed) await writeRevocationFile(path, r.doc);
+            return { changed: r.changed, existing: undefined };
+          },
+          { staleMs: 30_000, timeoutMs: 60_000 },
+        );
     const fields: IdentityRevocationFields = {
       action: verb,
       identity: { issuer: opts.issuer, subject: opts.sub },
@@ -130,14 +190,17 @@ async function change(loaded: LoadedConfig, verb: 'revoke' | 'unrevoke', opts: C
 
   const who = `${oneLine(opts.sub)} @ ${oneLine(opts.issuer)}`;
   const recorded = `recorded in audit session ${result.sessionId} (warden audit --operator show ${result.sessionId})`;
+  const where = aws ? ` in table ${aws.tableName}` : '';
   if (verb === 'revoke') {
     if (!result.value.changed) {
       const e = result.value.existing;
-      return out(`${who} is revoked already${e ? ` (since ${e.revokedAt}${e.revokedBy !== undefined ? ` by ${oneLine(e.revokedBy)}` : ''})` : ''}; nothing changed; ${recorded}`);
+      return out(`${who} is revoked already${where}${e ? ` (since ${e.revokedAt}${e.revokedBy !== undefined ? ` by ${oneLine(e.revokedBy)}` : ''})` : ''}; nothing changed; ${recorded}`);
     }
+    if (aws) return out(`revoked ${who}${where}: the proxy tasks refuse its new logins and end its live sessions at their next read of the table (every 15 s by default); ${recorded}`);
     return out(`revoked ${who}: new logins are refused and a running gateway ends its live sessions; ${recorded}`);
   }
-  if (!result.value.changed) return out(`${who} is not revoked; nothing changed; ${recorded}`);
+  if (!result.value.changed) return out(`${who} is not revoked${where}; nothing changed; ${recorded}`);
+  if (aws) return out(`unrevoked ${who}${where}: it may log in again once the proxy tasks next read the table (every 15 s by default); ${recorded}`);
   out(`unrevoked ${who}: it may log in again; ${recorded}`);
 }
 
